@@ -1,0 +1,110 @@
+"""vudo: the Python host runtime for DOL Spirits (WebAssembly modules).
+
+Load a Spirit with :func:`load_spirit`, call it, read and write its memory, and run many Spirits
+together in a :class:`Seance` that pass messages to each other.
+"""
+
+from __future__ import annotations
+
+from .abi import HOST_FUNCTIONS, NAMESPACES, EffectId, HostFunctionSpec, LogLevel, ResultCode
+from .allocator import Allocator, BumpAllocator, FreeListAllocator
+from .broker import Message, MessageBroker, MessageBus
+from .errors import (
+    FuelExhausted,
+    HostFunctionError,
+    LimitExceeded,
+    LinkError,
+    LoadError,
+    MemoryAccessError,
+    MemoryLimitExceeded,
+    SeanceError,
+    SpiritAssertionError,
+    SpiritPanic,
+    SpiritTerminated,
+    SpiritTimeout,
+    SpiritTrap,
+    UnknownExportError,
+    UnresolvedImport,
+    VudoError,
+)
+from .genes import GeneField, GeneLayout, gene_layout
+from .limits import Limits, MemoryOptions
+from .loa import HostFunction, Loa, LoaContext, LoaRegistry, create_loa, f32, f64, i32, i64
+from .memory import PAGE_SIZE, WasmMemory
+from .providers import (
+    DebugHandler,
+    DefaultDebugHandler,
+    DefaultEffectHandler,
+    EffectHandler,
+    Logger,
+    RandomProvider,
+    StdLogger,
+    SystemRandomProvider,
+    SystemTimeProvider,
+    TimeProvider,
+)
+from .spirit import Spirit, SpiritProxy, aload_spirit, load_spirit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HOST_FUNCTIONS",
+    "NAMESPACES",
+    "PAGE_SIZE",
+    "Allocator",
+    "BumpAllocator",
+    "DebugHandler",
+    "DefaultDebugHandler",
+    "DefaultEffectHandler",
+    "EffectHandler",
+    "EffectId",
+    "FreeListAllocator",
+    "FuelExhausted",
+    "GeneField",
+    "GeneLayout",
+    "HostFunction",
+    "HostFunctionError",
+    "HostFunctionSpec",
+    "LimitExceeded",
+    "Limits",
+    "LinkError",
+    "Loa",
+    "LoaContext",
+    "LoaRegistry",
+    "LoadError",
+    "LogLevel",
+    "Logger",
+    "MemoryAccessError",
+    "MemoryLimitExceeded",
+    "MemoryOptions",
+    "Message",
+    "MessageBroker",
+    "MessageBus",
+    "RandomProvider",
+    "ResultCode",
+    "SeanceError",
+    "Spirit",
+    "SpiritAssertionError",
+    "SpiritPanic",
+    "SpiritProxy",
+    "SpiritTerminated",
+    "SpiritTimeout",
+    "SpiritTrap",
+    "StdLogger",
+    "SystemRandomProvider",
+    "SystemTimeProvider",
+    "TimeProvider",
+    "UnknownExportError",
+    "UnresolvedImport",
+    "VudoError",
+    "WasmMemory",
+    "__version__",
+    "aload_spirit",
+    "create_loa",
+    "f32",
+    "f64",
+    "gene_layout",
+    "i32",
+    "i64",
+    "load_spirit",
+]

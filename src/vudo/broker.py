@@ -1,0 +1,236 @@
+"""Messaging between Spirits: the :class:`MessageBroker` Protocol and the in-process
+:class:`MessageBus` behind it.
+
+Inboxes are per Spirit, FIFO, bounded, and thread-safe. Payloads are copied (``bytes``), so a
+sender cannot change a message after sending it. Channel 0 means "any channel" when receiving;
+messages from ``vudo_send`` travel on channel 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from .abi import ResultCode
+
+__all__ = ["DEFAULT_INBOX_CAPACITY", "Message", "MessageBroker", "MessageBus", "MessageCallback"]
+
+#: Messages an inbox holds when no capacity is given.
+DEFAULT_INBOX_CAPACITY = 10_000
+
+_log = logging.getLogger("vudo.bus")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message: sender, recipient, channel, payload and send time (ms since the epoch)."""
+
+    from_: str
+    to: str
+    channel: int
+    payload: bytes
+    timestamp: float = field(default_factory=lambda: time.time() * 1000.0)
+
+
+MessageCallback = Callable[[Message], None]
+
+
+@runtime_checkable
+class MessageBroker(Protocol):
+    """What a Séance needs from a message broker (in-process, or distributed such as NATS)."""
+
+    def register(self, name: str, *, capacity: int | None = None) -> None:
+        """Create the inbox of ``name``; raise ``ValueError`` if the name is taken."""
+
+    def unregister(self, name: str) -> None:
+        """Close and drop the inbox of ``name`` (queued messages are discarded)."""
+
+    def is_registered(self, name: str) -> bool:
+        """Whether ``name`` has an open inbox."""
+        ...
+
+    def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
+        """Queue a message: OK, NOT_FOUND (no such inbox) or ERROR (inbox full)."""
+        ...
+
+    def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
+        """Send to every registered Spirit, the sender included; return how many got it."""
+        ...
+
+    def recv(self, name: str, channel: int = 0) -> Message | None:
+        """Take the oldest message (on ``channel``, 0 = any) or ``None``."""
+        ...
+
+    def peek(self, name: str, channel: int = 0) -> Message | None:
+        """Look at the oldest message without taking it."""
+        ...
+
+    def pending(self, name: str, channel: int = 0) -> int:
+        """How many messages wait for ``name`` (on ``channel``, 0 = any)."""
+        ...
+
+    def spirits(self) -> list[str]:
+        """Names of the registered inboxes."""
+        ...
+
+    def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
+        """Call ``callback(message)`` after each delivery to ``name``; returns an unsubscriber."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every queued message (inboxes stay registered)."""
+
+    def close(self) -> None:
+        """Release the broker's resources."""
+
+
+class _Inbox:
+    __slots__ = ("capacity", "hooks", "queue")
+
+    def __init__(self, capacity: int) -> None:
+        self.queue: deque[Message] = deque()
+        self.capacity = capacity
+        self.hooks: list[MessageCallback] = []
+
+
+class MessageBus:
+    """The default, in-process broker: bounded FIFO inboxes guarded by one lock.
+
+    ``capacity`` is the default inbox size; ``register(name, capacity=...)`` overrides it per
+    Spirit. A full inbox refuses new messages (``post`` returns ERROR) and never drops queued ones.
+    """
+
+    def __init__(self, *, capacity: int = DEFAULT_INBOX_CAPACITY, debug: bool = False) -> None:
+        if capacity < 1:
+            raise ValueError("inbox capacity must be at least 1")
+        self.capacity = capacity
+        self.debug = debug
+        self._inboxes: dict[str, _Inbox] = {}
+        self._lock = threading.Lock()
+
+    # registration -------------------------------------------------------------------------
+    def register(self, name: str, *, capacity: int | None = None) -> None:
+        """Create the inbox of ``name``; ``ValueError`` if it already exists."""
+        cap = self.capacity if capacity is None else capacity
+        if cap < 1:
+            raise ValueError("inbox capacity must be at least 1")
+        with self._lock:
+            if name in self._inboxes:
+                raise ValueError(f"a Spirit named {name!r} is already registered")
+            self._inboxes[name] = _Inbox(cap)
+
+    def unregister(self, name: str) -> None:
+        """Close the inbox of ``name``; its queued messages are dropped. Unknown names: no-op."""
+        with self._lock:
+            self._inboxes.pop(name, None)
+
+    def is_registered(self, name: str) -> bool:
+        """Whether ``name`` has an inbox."""
+        return name in self._inboxes
+
+    def spirits(self) -> list[str]:
+        """Registered names, in registration order."""
+        with self._lock:
+            return list(self._inboxes)
+
+    # sending ------------------------------------------------------------------------------
+    def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
+        """Queue a copy of ``payload`` for ``to``: OK, NOT_FOUND, or ERROR when full."""
+        msg = Message(from_, to, channel, bytes(payload))
+        with self._lock:
+            inbox = self._inboxes.get(to)
+            if inbox is None:
+                return ResultCode.NOT_FOUND
+            if len(inbox.queue) >= inbox.capacity:
+                if self.debug:
+                    _log.debug("inbox of %r full (%d); refused message from %r",
+                               to, inbox.capacity, from_)
+                return ResultCode.ERROR
+            inbox.queue.append(msg)
+            hooks = inbox.hooks
+        if self.debug:
+            _log.debug("message %r -> %r ch=%d %d bytes", from_, to, channel, len(msg.payload))
+        if hooks:
+            for hook in tuple(hooks):
+                hook(msg)
+        return ResultCode.OK
+
+    def send(self, from_: str, to: str, channel: int, payload: bytes) -> bool:
+        """Seed-compatible send: ``True`` if the message was queued."""
+        return self.post(from_, to, payload, channel) == ResultCode.OK
+
+    def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
+        """Send to every registered Spirit, the sender included; return the number delivered."""
+        return self._send_many(from_, self.spirits(), payload, channel)
+
+    def _send_many(self, from_: str, names: Iterable[str], payload: bytes, channel: int) -> int:
+        data = bytes(payload)
+        return sum(1 for n in names if self.post(from_, n, data, channel) == ResultCode.OK)
+
+    # receiving ----------------------------------------------------------------------------
+    def recv(self, name: str, channel: int = 0) -> Message | None:
+        """Take the oldest message for ``name`` (on ``channel``; 0 = any) or ``None``."""
+        with self._lock:
+            inbox = self._inboxes.get(name)
+            if inbox is None or not inbox.queue:
+                return None
+            q = inbox.queue
+            if channel == 0:
+                return q.popleft()
+            for i, msg in enumerate(q):
+                if msg.channel == channel:
+                    del q[i]
+                    return msg
+            return None
+
+    def peek(self, name: str, channel: int = 0) -> Message | None:
+        """The oldest message for ``name`` without removing it."""
+        with self._lock:
+            inbox = self._inboxes.get(name)
+            if inbox is None:
+                return None
+            for msg in inbox.queue:
+                if channel == 0 or msg.channel == channel:
+                    return msg
+            return None
+
+    def pending(self, name: str, channel: int = 0) -> int:
+        """Messages waiting for ``name`` (on ``channel``; 0 = any)."""
+        inbox = self._inboxes.get(name)
+        if inbox is None:
+            return 0
+        if channel == 0:
+            return len(inbox.queue)
+        with self._lock:
+            return sum(1 for m in inbox.queue if m.channel == channel)
+
+    def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
+        """Call ``callback(message)`` after each message queued for ``name``."""
+        with self._lock:
+            inbox = self._inboxes.get(name)
+            if inbox is None:
+                raise KeyError(f"no Spirit named {name!r} is registered")
+            inbox.hooks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in inbox.hooks:
+                    inbox.hooks.remove(callback)
+
+        return unsubscribe
+
+    def clear(self) -> None:
+        """Drop every queued message."""
+        with self._lock:
+            for inbox in self._inboxes.values():
+                inbox.queue.clear()
+
+    def close(self) -> None:
+        """Drop every inbox."""
+        with self._lock:
+            self._inboxes.clear()

@@ -1,0 +1,37 @@
+"""The random Loa: ``vudo_random`` and ``vudo_random_bytes``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..loa import LoaContext
+
+_MASK = 0xFFFFFFFF
+
+
+def vudo_random(ctx: LoaContext) -> Callable[[], float]:
+    """A float uniform in [0, 1); out-of-range provider values are folded back in."""
+    rand = ctx.random.random
+
+    def host() -> float:
+        value = float(rand())
+        return value if 0.0 <= value < 1.0 else abs(value) % 1.0
+
+    return host
+
+
+def vudo_random_bytes(ctx: LoaContext) -> Callable[[int, int], None]:
+    """Fill ``[ptr, ptr+len)`` with random bytes (bounds checked before generating)."""
+    mem = ctx.spirit.memory_or_null
+    rand = ctx.random.random_bytes
+
+    def host(ptr: int, length: int) -> None:
+        ptr &= _MASK
+        length &= _MASK
+        mem.check(ptr, length)
+        data = rand(length)
+        if len(data) != length:
+            raise ValueError(f"random provider returned {len(data)} bytes, not {length}")
+        mem.write_bytes(ptr, data)
+
+    return host

@@ -1,0 +1,305 @@
+"""Typed, bounds-checked access to a Spirit's linear memory, and the host heap inside it.
+
+Every access is checked against the memory's current size and raises
+:class:`~vudo.errors.MemoryAccessError` instead of reading junk. The engine is configured so that
+memories never move, which lets reads and writes go straight through the data pointer (one copy
+into a Python object, none more); the size is re-read only when an access seems out of bounds
+(memories only grow).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import wasmtime
+
+from .allocator import Allocator, BumpAllocator, FreeListAllocator
+from .errors import MemoryAccessError
+from .genes import FIELD_FORMATS, GeneLayout, encode_scalar
+
+__all__ = ["PAGE_SIZE", "WasmMemory"]
+
+#: Bytes in a WebAssembly page.
+PAGE_SIZE = 65536
+
+_string_at = ctypes.string_at
+_memmove = ctypes.memmove
+_memset = ctypes.memset
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+_I64 = struct.Struct("<q")
+_F32 = struct.Struct("<f")
+_F64 = struct.Struct("<d")
+
+AllocatorFactory = Callable[..., Allocator]
+
+
+class WasmMemory:
+    """A Spirit's exported (or imported) linear memory with typed accessors and a host heap.
+
+    ``allocator`` is ``"freelist"`` (default: reuses freed blocks) or ``"bump"``. The host heap
+    starts above the memory the module had at instantiation (``heap_floor``), so host data never
+    overlaps the Spirit's own data, stack or private heap.
+    """
+
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        memory: wasmtime.Memory,
+        *,
+        allocator: str = "freelist",
+        name: str | None = None,
+    ) -> None:
+        self._store = store
+        self._memory = memory
+        self._name = name
+        self._base: int = ctypes.addressof(memory.data_ptr(store).contents)
+        self._size: int = memory.data_len(store)
+        #: Bytes the module had at instantiation; the host heap lives above this.
+        self.heap_floor = self._size
+        self._max_pages: int | None = memory.type(store).limits.max
+        kinds: dict[str, AllocatorFactory] = {
+            "freelist": FreeListAllocator,
+            "bump": BumpAllocator,
+        }
+        if allocator not in kinds:
+            raise ValueError(f"unknown allocator {allocator!r}; expected 'freelist' or 'bump'")
+        self.allocator: Allocator = kinds[allocator](self._grow_for_heap, self._zero, self._move)
+
+    # size and growth -----------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Current size in bytes."""
+        self._size = self._memory.data_len(self._store)
+        return self._size
+
+    @property
+    def pages(self) -> int:
+        """Current size in pages."""
+        return self.size // PAGE_SIZE
+
+    @property
+    def max_pages(self) -> int | None:
+        """The memory's declared maximum in pages (``None``: only the engine limits it)."""
+        return self._max_pages
+
+    @property
+    def wasmtime_memory(self) -> wasmtime.Memory:
+        """The underlying :class:`wasmtime.Memory`."""
+        return self._memory
+
+    def grow(self, pages: int) -> int:
+        """Grow by ``pages``; return the previous size in pages, or -1 if refused.
+
+        Growth beyond the memory's maximum or the Spirit's ``max_memory`` is refused.
+        """
+        if pages < 0:
+            raise ValueError("cannot grow memory by a negative number of pages")
+        try:
+            old = int(self._memory.grow(self._store, pages))
+        except wasmtime.WasmtimeError:
+            return -1
+        self._size = self._memory.data_len(self._store)
+        return old
+
+    def _grow_for_heap(self, min_bytes: int) -> tuple[int, int] | None:
+        pages = (min_bytes + PAGE_SIZE - 1) // PAGE_SIZE
+        old = self.grow(pages)
+        if old < 0:
+            return None
+        return old * PAGE_SIZE, pages * PAGE_SIZE
+
+    # bounds --------------------------------------------------------------------------------
+    def _check(self, ptr: int, length: int) -> int:
+        """Return the host address of ``[ptr, ptr+length)`` or raise ``MemoryAccessError``."""
+        if ptr < 0 or length < 0 or ptr + length > self._size:
+            size = self.size  # maybe the Spirit grew its memory since we last looked
+            if ptr < 0 or length < 0 or ptr + length > size:
+                raise MemoryAccessError(ptr, length, size, spirit=self._name)
+        return self._base + ptr
+
+    def check(self, ptr: int, length: int) -> None:
+        """Raise :class:`~vudo.errors.MemoryAccessError` unless ``[ptr, ptr+length)`` is inside."""
+        self._check(ptr, length)
+
+    def _zero(self, ptr: int, length: int) -> None:
+        _memset(self._check(ptr, length), 0, length)
+
+    def _move(self, dst: int, src: int, length: int) -> None:
+        _memmove(self._check(dst, length), self._check(src, length), length)
+
+    # bytes ---------------------------------------------------------------------------------
+    def read_bytes(self, ptr: int, length: int) -> bytes:
+        """Copy ``length`` bytes starting at ``ptr``."""
+        if ptr < 0 or length < 0 or ptr + length > self._size:
+            self._check(ptr, length)
+        return _string_at(self._base + ptr, length)
+
+    def write_bytes(self, ptr: int, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` at ``ptr`` with one ``memmove``; return the number of bytes written."""
+        n = len(data)
+        addr = self._check(ptr, n)
+        if n:
+            if isinstance(data, memoryview):
+                data = data.tobytes()
+            _memmove(addr, bytes(data) if isinstance(data, bytearray) else data, n)
+        return n
+
+    def fill(self, ptr: int, value: int, length: int) -> None:
+        """Set ``length`` bytes at ``ptr`` to ``value``."""
+        _memset(self._check(ptr, length), value & 0xFF, length)
+
+    # strings -------------------------------------------------------------------------------
+    def read_string(self, ptr: int, length: int) -> str:
+        """Decode ``length`` bytes of UTF-8 at ``ptr``; invalid sequences become U+FFFD."""
+        if ptr < 0 or length < 0 or ptr + length > self._size:
+            self._check(ptr, length)
+        return _string_at(self._base + ptr, length).decode("utf-8", "replace")
+
+    def write_string(self, ptr: int, text: str) -> int:
+        """Write ``text`` as UTF-8 (no prefix, no terminator) at ``ptr``; return bytes written."""
+        return self.write_bytes(ptr, text.encode("utf-8"))
+
+    def encode_string(self, text: str) -> int:
+        """Allocate a length-prefixed string ``[len u32][UTF-8]`` in the host heap; return it.
+
+        Raises ``MemoryError`` when the host heap is exhausted.
+        """
+        data = text.encode("utf-8")
+        ptr = self.alloc(4 + len(data), align=8)
+        if ptr == 0:
+            raise MemoryError(f"host heap exhausted allocating a string of {len(data)} bytes")
+        self.write_bytes(ptr, _U32.pack(len(data)) + data)
+        return ptr
+
+    def decode_string(self, ptr: int) -> str:
+        """Read a length-prefixed string at ``ptr`` (``0`` reads as ``""``)."""
+        if ptr == 0:
+            return ""
+        length = self.read_u32(ptr)
+        return self.read_string(ptr + 4, length)
+
+    # numbers -------------------------------------------------------------------------------
+    def read_i32(self, ptr: int) -> int:
+        """Little-endian signed 32-bit integer."""
+        return int(_I32.unpack(self.read_bytes(ptr, 4))[0])
+
+    def read_u32(self, ptr: int) -> int:
+        """Little-endian unsigned 32-bit integer."""
+        return int(_U32.unpack(self.read_bytes(ptr, 4))[0])
+
+    def read_i64(self, ptr: int) -> int:
+        """Little-endian signed 64-bit integer."""
+        return int(_I64.unpack(self.read_bytes(ptr, 8))[0])
+
+    def read_f32(self, ptr: int) -> float:
+        """Little-endian 32-bit float."""
+        return float(_F32.unpack(self.read_bytes(ptr, 4))[0])
+
+    def read_f64(self, ptr: int) -> float:
+        """Little-endian 64-bit float."""
+        return float(_F64.unpack(self.read_bytes(ptr, 8))[0])
+
+    def write_i32(self, ptr: int, value: int) -> None:
+        """Write a 32-bit integer (signed or unsigned range accepted)."""
+        self.write_bytes(ptr, _U32.pack(value & 0xFFFFFFFF) if value >= 0 else _I32.pack(value))
+
+    def write_u32(self, ptr: int, value: int) -> None:
+        """Write an unsigned 32-bit integer."""
+        self.write_bytes(ptr, _U32.pack(value))
+
+    def write_i64(self, ptr: int, value: int) -> None:
+        """Write a signed 64-bit integer."""
+        self.write_bytes(ptr, _I64.pack(value))
+
+    def write_f32(self, ptr: int, value: float) -> None:
+        """Write a 32-bit float."""
+        self.write_bytes(ptr, _F32.pack(value))
+
+    def write_f64(self, ptr: int, value: float) -> None:
+        """Write a 64-bit float."""
+        self.write_bytes(ptr, _F64.pack(value))
+
+    # host heap -----------------------------------------------------------------------------
+    def alloc(self, size: int, align: int = 8) -> int:
+        """A zeroed host-heap block of ``size`` bytes; 0 when memory is exhausted."""
+        return self.allocator.alloc(size, align)
+
+    def free(self, ptr: int, size: int | None = None) -> None:
+        """Release a host-heap block (``size`` is accepted for ABI symmetry and ignored)."""
+        self.allocator.free(ptr)
+
+    def realloc(self, ptr: int, old_size: int, new_size: int) -> int:
+        """Resize a host-heap block; 0 on failure with the old block still valid."""
+        return self.allocator.realloc(ptr, old_size, new_size)
+
+    def reset(self) -> None:
+        """Release every host-heap block at once."""
+        self.allocator.reset()
+
+    # genes ---------------------------------------------------------------------------------
+    def read_gene(self, ptr: int, layout: GeneLayout) -> dict[str, Any]:
+        """Read the gene at ``ptr`` into a dict of field name to Python value."""
+        raw = self.read_bytes(ptr, layout.size)
+        out: dict[str, Any] = {}
+        for f in layout.fields:
+            value = struct.unpack_from(FIELD_FORMATS[f.type][1], raw, f.offset)[0]
+            if f.type == "bool":
+                value = value != 0
+            elif f.type == "string":
+                value = self.decode_string(value)
+            out[f.name] = value
+        return out
+
+    def write_gene(self, ptr: int, values: Mapping[str, Any], layout: GeneLayout) -> None:
+        """Write ``values`` (validated first: nothing is written if one is invalid).
+
+        Fields missing from ``values`` are left unchanged; a ``str`` for a string field is
+        allocated as a length-prefixed string in the host heap.
+        """
+        unknown = set(values) - {f.name for f in layout.fields}
+        if unknown:
+            raise KeyError(f"gene {layout.name} has no field(s) {', '.join(sorted(unknown))}")
+        self._check(ptr, layout.size)
+        packed: list[tuple[int, bytes | str]] = []
+        for f in layout.fields:
+            if f.name not in values:
+                continue
+            value = values[f.name]
+            if f.type == "string":
+                if not isinstance(value, str):
+                    raise TypeError(
+                        f"gene {layout.name}.{f.name} (string): expected str, "
+                        f"got {type(value).__name__}"
+                    )
+                packed.append((f.offset, value))
+            else:
+                packed.append((f.offset, encode_scalar(layout, f, value)))
+        for offset, data in packed:
+            if isinstance(data, str):
+                data = _U32.pack(self.encode_string(data))
+            self.write_bytes(ptr + offset, data)
+
+
+class NullMemory(WasmMemory):
+    """Stands in for the memory of a Spirit that has none: every access is out of bounds."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self._name = name
+        self._base = 0
+        self._size = 0
+        self.heap_floor = 0
+        self._max_pages = 0
+        self.allocator = FreeListAllocator(lambda _n: None, self._zero, self._move)
+
+    @property
+    def size(self) -> int:
+        """Always 0."""
+        return 0
+
+    def grow(self, pages: int) -> int:
+        """Always refused (-1)."""
+        return -1
