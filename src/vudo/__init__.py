@@ -9,6 +9,7 @@ from __future__ import annotations
 from .abi import HOST_FUNCTIONS, NAMESPACES, EffectId, HostFunctionSpec, LogLevel, ResultCode
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .broker import Message, MessageBroker, MessageBus
+from .effects import Permissions, StandardEffectHandler
 from .errors import (
     FuelExhausted,
     HostFunctionError,
@@ -43,6 +44,7 @@ from .providers import (
     SystemTimeProvider,
     TimeProvider,
 )
+from .seance import AsyncSeance, Seance, SpiritStats
 from .spirit import Spirit, SpiritProxy, aload_spirit, load_spirit
 
 __version__ = "0.1.0"
@@ -52,6 +54,7 @@ __all__ = [
     "NAMESPACES",
     "PAGE_SIZE",
     "Allocator",
+    "AsyncSeance",
     "BumpAllocator",
     "DebugHandler",
     "DefaultDebugHandler",
@@ -80,16 +83,20 @@ __all__ = [
     "Message",
     "MessageBroker",
     "MessageBus",
+    "Permissions",
     "RandomProvider",
     "ResultCode",
+    "Seance",
     "SeanceError",
     "Spirit",
     "SpiritAssertionError",
     "SpiritPanic",
     "SpiritProxy",
+    "SpiritStats",
     "SpiritTerminated",
     "SpiritTimeout",
     "SpiritTrap",
+    "StandardEffectHandler",
     "StdLogger",
     "SystemRandomProvider",
     "SystemTimeProvider",

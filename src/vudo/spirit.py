@@ -26,6 +26,7 @@ import wasmtime
 from . import _engine, _ffi
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
+from .effects import Permissions, StandardEffectHandler
 from .errors import (
     FuelExhausted,
     HostFunctionError,
@@ -48,7 +49,6 @@ from .memory import PAGE_SIZE, NullMemory, WasmMemory
 from .providers import (
     DebugHandler,
     DefaultDebugHandler,
-    DefaultEffectHandler,
     EffectHandler,
     Logger,
     RandomProvider,
@@ -287,7 +287,7 @@ class Spirit:
         memory: MemoryOptions | Mapping[str, int] | None = None,
         debug: bool = False,
         limits: Limits | None = None,
-        permissions: Any = None,
+        permissions: Permissions | None = None,
         broker: MessageBroker | None = None,
         allocator: str = "freelist",
         trace: bool = False,
@@ -299,12 +299,12 @@ class Spirit:
         self.logger: Logger = logger if logger is not None else StdLogger(name)
         self.time_provider: TimeProvider = time_provider or SystemTimeProvider()
         self.random_provider: RandomProvider = random_provider or SystemRandomProvider()
-        self.effect_handler: EffectHandler = effect_handler or DefaultEffectHandler()
+        self.effect_handler: EffectHandler = effect_handler or StandardEffectHandler()
         self.debug_handler: DebugHandler = debug_handler or DefaultDebugHandler(debug)
         self.loas: LoaRegistry = loas if loas is not None else LoaRegistry()
         self.limits: Limits = limits or Limits()
         #: Capabilities checked by the effect handler (see :mod:`vudo.effects`).
-        self.permissions = permissions
+        self.permissions: Permissions | None = permissions
         self._owns_broker = broker is None
         self.broker: MessageBroker = broker if broker is not None else MessageBus()
         if not self.broker.is_registered(name):
@@ -898,7 +898,7 @@ def load_spirit(
     memory: MemoryOptions | Mapping[str, int] | None = None,
     debug: bool = False,
     limits: Limits | None = None,
-    permissions: Any = None,
+    permissions: Permissions | None = None,
     broker: MessageBroker | None = None,
     allocator: str = "freelist",
     trace: bool = False,
