@@ -15,12 +15,29 @@ from pathlib import Path
 
 import wasmtime
 
-__all__ = ["EPOCH_TICK_SECONDS", "CompileCache", "engine", "ensure_ticker", "wasmtime_version"]
+__all__ = [
+    "EPOCH_TICK_SECONDS",
+    "CompileCache",
+    "engine",
+    "ensure_ticker",
+    "get_engine",
+    "wasmtime_version",
+]
 
 #: How often the epoch ticker advances the engine's epoch (timeout granularity).
 EPOCH_TICK_SECONDS = 0.005
 
-wasmtime_version: str = getattr(wasmtime, "__version__", "unknown")
+def _wasmtime_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wasmtime")
+    except PackageNotFoundError:  # pragma: no cover - vendored or unusual installs
+        return "unknown"
+
+
+#: The installed wasmtime package version (part of the compile cache key).
+wasmtime_version: str = _wasmtime_version()
 
 # Part of every cache key: a change to any of these makes old artifacts unusable.
 _CONFIG_KEY = f"wasmtime={wasmtime_version};fuel=1;epoch=1;memory_may_move=0;v=1"
@@ -34,7 +51,38 @@ def _make_engine() -> wasmtime.Engine:
     return wasmtime.Engine(cfg)
 
 
-engine: wasmtime.Engine = _make_engine()
+_engine_lock = threading.Lock()
+_the_engine: wasmtime.Engine | None = None
+
+
+def get_engine() -> wasmtime.Engine:
+    """The process-wide engine, created on first use (also available as ``engine``).
+
+    Not created at import: creating an engine installs wasmtime's signal handlers for traps, and
+    a handler installed afterwards for the same signals (``faulthandler.enable()``, which pytest
+    calls after importing conftest files) turns every trap into a fatal "Illegal instruction".
+    """
+    global _the_engine
+    eng = _the_engine
+    if eng is None:
+        with _engine_lock:
+            if _the_engine is None:
+                _the_engine = _make_engine()
+            eng = _the_engine
+    return eng
+
+
+#: The shared engine; resolved lazily by the module ``__getattr__`` below.
+engine: wasmtime.Engine
+
+
+def __getattr__(name: str) -> object:
+    if name == "engine":
+        eng = get_engine()
+        globals()["engine"] = eng  # later lookups no longer come through here
+        return eng
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _ticker_lock = threading.Lock()
 _ticker: threading.Thread | None = None
@@ -42,8 +90,9 @@ _ticker: threading.Thread | None = None
 
 def _tick() -> None:
     event = threading.Event()
+    eng = get_engine()
     while not event.wait(EPOCH_TICK_SECONDS):
-        engine.increment_epoch()
+        eng.increment_epoch()
 
 
 def ensure_ticker() -> None:
@@ -99,7 +148,7 @@ class CompileCache:
             return module
         module = self._load_disk(key)
         if module is None:
-            module = wasmtime.Module(engine, wasm)
+            module = wasmtime.Module(get_engine(), wasm)
             self.stats["compiled"] += 1
             self._store_disk(key, module)
         else:
@@ -124,7 +173,7 @@ class CompileCache:
         if hashlib.sha256(data).hexdigest() != expected:
             return None
         try:
-            return wasmtime.Module.deserialize(engine, data)
+            return wasmtime.Module.deserialize(get_engine(), data)
         except wasmtime.WasmtimeError:
             return None  # written by an incompatible engine: recompile
 

@@ -48,7 +48,7 @@ call_unchecked = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size
 )
 
 #: The callback type of an unchecked host function: (env, caller, args_and_results, len) -> trap.
-HOST_CALLBACK = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, ctypes.POINTER(ValRaw), c_size_t)
+HOST_CALLBACK = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_void_p, c_size_t)
 _FINALIZER = ctypes.CFUNCTYPE(None, c_void_p)
 
 _func_new_unchecked = _dll.wasmtime_func_new_unchecked
