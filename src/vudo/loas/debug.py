@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import SpiritAssertionError, SpiritPanic
+from ..errors import MemoryAccessError, SpiritAssertionError, SpiritPanic
 from ..loa import LoaContext
 
 _MASK = 0xFFFFFFFF
@@ -40,11 +40,15 @@ def vudo_panic(ctx: LoaContext) -> Callable[[int, int], None]:
     read = spirit.memory_or_null.read_string
 
     def host(ptr: int, length: int) -> None:
+        cause: MemoryAccessError | None = None
         try:
             message = read(ptr & _MASK, length & _MASK)
-        except Exception as exc:  # a bad message pointer must not stop the panic
-            message = f"<unreadable panic message: {exc}>"
+        except MemoryAccessError as exc:  # a bad message pointer must not stop the panic
+            cause = MemoryAccessError(
+                exc.ptr, exc.length, exc.memory_size, spirit=spirit.name, function="vudo_panic"
+            )
+            message = f"<unreadable panic message: {cause}>"
         spirit.debug_handler.panic(spirit, message)
-        raise SpiritPanic(spirit.name, spirit.current_function, message)
+        raise SpiritPanic(spirit.name, spirit.current_function, message) from cause
 
     return host

@@ -25,16 +25,19 @@ _INVALID = int(ResultCode.INVALID_ARG)
 def _payload_reader(ctx: LoaContext, fn: str) -> Callable[[int, int], bytes | None]:
     """Read a payload, or ``None`` (logged) when it exceeds ``max_message_size``."""
     spirit = ctx.spirit
-    read = spirit.memory_or_null.read_bytes
+    mem = spirit.memory_or_null
+    read = mem.read_bytes
     cap = spirit.limits.max_message_size
 
     def payload(ptr: int, length: int) -> bytes | None:
+        ptr &= _MASK
         length &= _MASK
         if cap is not None and length > cap:
+            mem.check(ptr, length)  # a bad pointer is a fault, whatever the size
             _log.warning("%s: Spirit %r sent %d bytes, over its max_message_size %d",
                          fn, spirit.name, length, cap)
             return None
-        return read(ptr & _MASK, length)
+        return read(ptr, length)
 
     return payload
 

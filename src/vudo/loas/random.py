@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from ..loa import LoaContext
@@ -10,12 +11,15 @@ _MASK = 0xFFFFFFFF
 
 
 def vudo_random(ctx: LoaContext) -> Callable[[], float]:
-    """A float uniform in [0, 1); out-of-range provider values are folded back in."""
+    """A float uniform in [0, 1); out-of-range provider values are folded back in (NaN/inf: 0)."""
     rand = ctx.random.random
 
     def host() -> float:
         value = float(rand())
-        return value if 0.0 <= value < 1.0 else abs(value) % 1.0
+        if 0.0 <= value < 1.0:
+            return value
+        # Never hand the Spirit NaN/inf or a value outside [0, 1), whatever the provider did.
+        return abs(value) % 1.0 if math.isfinite(value) else 0.0
 
     return host
 
