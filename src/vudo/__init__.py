@@ -11,6 +11,7 @@ from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .broker import Message, MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
 from .errors import (
+    BrokerUnavailable,
     FuelExhausted,
     HostFunctionError,
     LimitExceeded,
@@ -55,6 +56,7 @@ __all__ = [
     "PAGE_SIZE",
     "Allocator",
     "AsyncSeance",
+    "BrokerUnavailable",
     "BumpAllocator",
     "DebugHandler",
     "DefaultDebugHandler",

@@ -14,7 +14,8 @@ from typing import Protocol, runtime_checkable
 
 __all__ = ["Allocator", "BumpAllocator", "FreeListAllocator", "GrowFn", "ZeroFn"]
 
-#: ``grow(min_bytes) -> (start, length)`` of a fresh region, or ``None`` when memory is exhausted.
+#: ``grow(min_bytes) -> (start, length)`` of a fresh region of at least ``min_bytes``, or ``None``
+#: when memory is exhausted. A region never starts at 0 (the null pointer, alloc's failure value).
 GrowFn = Callable[[int], "tuple[int, int] | None"]
 #: ``zero(ptr, length)`` clears bytes in the Spirit's memory.
 ZeroFn = Callable[[int, int], None]
@@ -216,6 +217,11 @@ class BumpAllocator:
     def in_use(self) -> int:
         """Bytes handed out since the last reset."""
         return self._in_use
+
+    @property
+    def heap_bytes(self) -> int:
+        """Bytes of Spirit memory owned by the host heap."""
+        return sum(size for _, size in self._regions)
 
     def size_of(self, ptr: int) -> int | None:
         """The size of the block at ``ptr`` (blocks stay live until ``reset``)."""

@@ -7,6 +7,7 @@ engine's own message where one exists.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerUnavailable",
     "FuelExhausted",
     "HostFunctionError",
     "LimitExceeded",
@@ -70,11 +71,12 @@ class UnknownExportError(VudoError, AttributeError):
     """A function that the Spirit does not export was called."""
 
     def __init__(self, spirit: str, name: str, available: list[str]) -> None:
+        listing = ", ".join(available) if available else "(none)"
+        super().__init__(f"Spirit {spirit!r} has no exported function {name!r}; exports: {listing}")
+        # After super(): AttributeError.__init__ resets ``name``.
         self.spirit = spirit
         self.name = name
         self.available = available
-        listing = ", ".join(available) if available else "(none)"
-        super().__init__(f"Spirit {spirit!r} has no exported function {name!r}; exports: {listing}")
 
 
 class MemoryAccessError(VudoError, IndexError):
@@ -183,3 +185,12 @@ class MemoryLimitExceeded(LimitExceeded):
 
 class SeanceError(VudoError, LookupError):
     """A session-level misuse: duplicate or unknown Spirit name, session already dismissed."""
+
+
+class BrokerUnavailable(VudoError):
+    """The message broker's server cannot be reached (or lacks a feature it needs)."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        self.url = url
+        self.cause = cause
+        super().__init__(f"message broker at {url} is unavailable: {cause}")

@@ -37,6 +37,16 @@ _F64 = struct.Struct("<d")
 AllocatorFactory = Callable[..., Allocator]
 
 
+def _pack_int(fmt: struct.Struct, value: int, kind: str) -> bytes:
+    """Pack ``value`` or raise ``ValueError`` naming the type (never truncate silently)."""
+    if not isinstance(value, int):
+        raise TypeError(f"{kind} value must be an int, not {type(value).__name__}")
+    try:
+        return fmt.pack(value)
+    except struct.error:
+        raise ValueError(f"{value!r} is out of range for {kind}") from None
+
+
 class WasmMemory:
     """A Spirit's exported (or imported) linear memory with typed accessors and a host heap.
 
@@ -106,11 +116,17 @@ class WasmMemory:
         return old
 
     def _grow_for_heap(self, min_bytes: int) -> tuple[int, int] | None:
-        pages = (min_bytes + PAGE_SIZE - 1) // PAGE_SIZE
+        # Offset 0 is the null pointer (alloc's failure value): a memory that starts empty
+        # (``(memory 0)``) must not hand out a block there, so its first region skips 8 bytes.
+        reserve = 8 if self.size == 0 else 0
+        pages = (min_bytes + reserve + PAGE_SIZE - 1) // PAGE_SIZE
         old = self.grow(pages)
         if old < 0:
             return None
-        return old * PAGE_SIZE, pages * PAGE_SIZE
+        start = old * PAGE_SIZE
+        if start == 0:
+            return 8, pages * PAGE_SIZE - 8
+        return start, pages * PAGE_SIZE
 
     # bounds --------------------------------------------------------------------------------
     def _check(self, ptr: int, length: int) -> int:
@@ -205,15 +221,16 @@ class WasmMemory:
 
     def write_i32(self, ptr: int, value: int) -> None:
         """Write a 32-bit integer (signed or unsigned range accepted)."""
-        self.write_bytes(ptr, _U32.pack(value & 0xFFFFFFFF) if value >= 0 else _I32.pack(value))
+        fmt = _I32 if isinstance(value, int) and value < 0 else _U32
+        self.write_bytes(ptr, _pack_int(fmt, value, "i32"))
 
     def write_u32(self, ptr: int, value: int) -> None:
         """Write an unsigned 32-bit integer."""
-        self.write_bytes(ptr, _U32.pack(value))
+        self.write_bytes(ptr, _pack_int(_U32, value, "u32"))
 
     def write_i64(self, ptr: int, value: int) -> None:
         """Write a signed 64-bit integer."""
-        self.write_bytes(ptr, _I64.pack(value))
+        self.write_bytes(ptr, _pack_int(_I64, value, "i64"))
 
     def write_f32(self, ptr: int, value: float) -> None:
         """Write a 32-bit float."""
@@ -278,9 +295,21 @@ class WasmMemory:
                 packed.append((f.offset, value))
             else:
                 packed.append((f.offset, encode_scalar(layout, f, value)))
-        for offset, data in packed:
-            if isinstance(data, str):
-                data = _U32.pack(self.encode_string(data))
+        # Allocate every string before writing anything, so running out of host heap halfway
+        # leaves the gene untouched and frees the strings already allocated.
+        strings: list[int] = []
+        chunks: list[tuple[int, bytes]] = []
+        try:
+            for offset, data in packed:
+                if isinstance(data, str):
+                    strings.append(self.encode_string(data))
+                    data = _U32.pack(strings[-1])
+                chunks.append((offset, data))
+        except MemoryError:
+            for string_ptr in strings:
+                self.free(string_ptr)
+            raise
+        for offset, data in chunks:
             self.write_bytes(ptr + offset, data)
 
 

@@ -70,7 +70,9 @@ HostCallable = Callable[..., Any]
 _log = logging.getLogger("vudo.spirit")
 _trace_log = logging.getLogger("vudo.trace")
 _WASM_MAGIC = b"\0asm"
-_INT_TYPES = frozenset({"i32", "i64"})
+#: Accepted Python ints per wasm int type: signed or unsigned interpretations of the width.
+_INT_LIMITS = {"i32": (-(2**31), 2**32 - 1), "i64": (-(2**63), 2**64 - 1)}
+_INT_TYPES = frozenset(_INT_LIMITS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def _read_source(source: Source) -> tuple[bytes | wasmtime.Module, str, str]:
         if not data.startswith(_WASM_MAGIC):
             raise LoadError("<bytes>", "not a WebAssembly module (missing the \\0asm header)")
         return data, "<bytes>", "spirit"
-    if isinstance(source, str) and source.lstrip().startswith("(module"):
+    if isinstance(source, str) and "(module" in source and not os.path.exists(source):
         return _wat(source, "<wat>"), "<wat>", "spirit"
     if not isinstance(source, str | os.PathLike):
         raise TypeError(
@@ -204,7 +206,12 @@ def _caller_template(
         # ctypes checks the types (TypeError for a str, a float for an int...) and wraps
         # integers to the field's width like wasm does: 2**32 - 1 passed as i32 is -1.
         lines.append("            try:")
-        lines += [f"                s{i}.{t} = {names[i]}" for i, t in enumerate(params)]
+        for i, t in enumerate(params):
+            if t in _INT_LIMITS:
+                lo, hi = _INT_LIMITS[t]
+                lines.append(f"                if not {lo} <= {names[i]} <= {hi}:")
+                lines.append("                    convert(args)")
+            lines.append(f"                s{i}.{t} = {names[i]}")
         lines += ["            except TypeError:", "                convert(args)"]
     call = "call_unchecked(ctx, faddr, baddr, nslots, taddr)"
     if tracked:
@@ -454,12 +461,15 @@ class Spirit:
             if isinstance(ty, wasmtime.MemoryType):
                 if name == "memory" and mod in NAMESPACES:
                     lim = ty.limits
-                    initial = mem_opts.initial if mem_opts and mem_opts.initial else lim.min
-                    maximum = mem_opts.maximum if mem_opts and mem_opts.maximum else lim.max
+                    initial = lim.min if mem_opts is None or mem_opts.initial is None \
+                        else mem_opts.initial
+                    maximum = lim.max if mem_opts is None or mem_opts.maximum is None \
+                        else mem_opts.maximum
                     if initial < lim.min or (maximum is not None and maximum < initial):
                         unresolved.append(UnresolvedImport(
                             mod, name, f"memory {lim.min}..{lim.max}",
                             f"memory {initial}..{maximum}"))
+                        continue
                     memory_type = wasmtime.MemoryType(wasmtime.Limits(initial, maximum))
                 else:
                     unresolved.append(UnresolvedImport(mod, name, "memory", None))
@@ -664,6 +674,12 @@ class Spirit:
                         f"{self.name}.{name}{signature}: argument {i} must be "
                         f"{'int' if t in _INT_TYPES else 'float'} for {t}, "
                         f"got {type(value).__name__}"
+                    )
+                if t in _INT_LIMITS and not _INT_LIMITS[t][0] <= value <= _INT_LIMITS[t][1]:
+                    lo, hi = _INT_LIMITS[t]
+                    raise TypeError(
+                        f"{self.name}.{name}{signature}: argument {i} = {value} does not fit "
+                        f"{t} (accepted: {lo} .. {hi})"
                     )
             raise TypeError(f"{self.name}.{name}{signature}: cannot convert arguments {args!r}")
 
