@@ -78,7 +78,10 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
         if ptr == 0:
             return 0  # the message stays queued; the Spirit may free memory and retry
         mem.write_bytes(ptr, block)
-        broker.recv(name)
+        if broker.recv(name) is None:
+            # A distributed broker could not take it (e.g. the ack failed): it stays queued.
+            mem.free(ptr)
+            return 0
         outstanding.add(ptr)
         return ptr
 
