@@ -727,11 +727,13 @@ class Spirit:
                 delta[0] = 1
                 kind[0] = 0
                 return 0
-            return _ffi.error_new(f"interrupted: {self._interrupt}")
+        except KeyboardInterrupt:  # Ctrl-C while wasm spins: stop the call, re-raise after
+            self._interrupt = "keyboard"
         except BaseException:  # never let an exception escape into wasmtime
             delta[0] = 1
             kind[0] = 0
             return 0
+        return _ffi.error_new(f"interrupted: {self._interrupt}")
 
     def _call_failed(self, function: str, err: int | None, trapbuf: ctypes.c_void_p) -> None:
         """Turn a failed call into the right exception (always raises)."""
@@ -739,7 +741,7 @@ class Spirit:
         if trapbuf.value:
             trap = _ffi.take_trap(trapbuf.value)
             trapbuf.value = None
-            message = trap.message
+            message = _trap_cause(trap.message)
             code = trap.trap_code
             frames = [
                 f"{f.func_name or f'func[{f.func_index}]'} @ 0x{f.module_offset:x}"
@@ -764,6 +766,8 @@ class Spirit:
             if isinstance(exc, SpiritPanic | SpiritTerminated):
                 cause = f"panic: {exc.message}" if isinstance(exc, SpiritPanic) else exc.cause
                 self.terminate(cause)
+        elif interrupt == "keyboard":
+            raise KeyboardInterrupt(f"interrupted Spirit {self.name!r} in {function}")
         elif interrupt == "timeout":
             exc = SpiritTimeout(self.name, function, "timeout", f"{self.limits.timeout}s")
         elif interrupt == "cancelled":
@@ -826,14 +830,17 @@ class Spirit:
     @overload
     def as_(self, protocol: None = None) -> SpiritProxy: ...
     @overload
-    def as_(self, protocol: type[T]) -> T: ...
-    def as_(self, protocol: type[T] | None = None) -> T | SpiritProxy:
+    def as_(self, protocol: Callable[..., T]) -> T: ...
+    # Callable, not type[T]: mypy refuses a Protocol class where type[T] is expected.
+    def as_(self, protocol: Callable[..., T] | None = None) -> T | SpiritProxy:
         """A typed proxy: ``spirit.as_(Calculator).add(1, 2)``.
 
         With a Protocol, every method it declares must be exported (checked now, with an error
         listing the missing ones). Gene methods ``Counter.add`` are ``proxy.Counter.add``.
         """
         if protocol is not None:
+            if not isinstance(protocol, type):
+                raise TypeError(f"as_() expects a class (a typing.Protocol), got {protocol!r}")
             wanted = _protocol_methods(protocol)
             missing = [m for m in wanted if m not in self._callers]
             if missing:
@@ -907,6 +914,13 @@ class Spirit:
         state = "terminated" if self._terminated else "live"
         n = len(self._callers)
         return f"<Spirit {self.name!r} from {self.source} ({state}, {n} functions)>"
+
+
+def _trap_cause(message: str) -> str:
+    """The cause of a wasmtime trap message, without the backtrace it embeds."""
+    _, sep, cause = message.partition("Caused by:")
+    text = cause if sep else message
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
 
 
 def _protocol_methods(protocol: type) -> list[str]:
