@@ -1,0 +1,367 @@
+"""``vudo inspect``: what a Spirit imports and exports, and whether this host can link it.
+
+Nothing is instantiated: the module is compiled (through the compile cache) and its import and
+export types are checked against :data:`vudo.abi.HOST_FUNCTIONS` with the same rules as the
+linker in :mod:`vudo.spirit`. Data segments and internal memories are read from the binary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import wasmtime
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, HostFunctionSpec
+from ..memory import PAGE_SIZE
+from ._common import (
+    Settings,
+    common_options,
+    dump_json,
+    format_signature,
+    func_signature,
+    print_rich,
+    read_module,
+    resolve_source,
+)
+
+__all__ = ["check_import", "inspect_command", "inspect_module", "wasm_layout"]
+
+# Host functions that read or write the Spirit's memory (they need one to work).
+_MEMORY_USERS = {"vudo_alloc", "vudo_realloc", "vudo_recv"}
+
+
+# ------------------------------------------------------------------------------------------
+# A minimal reader for the parts of the binary wasmtime does not expose
+# ------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class WasmLayout:
+    """What the binary says beyond imports/exports: defined memories and data segments."""
+
+    memories: list[tuple[int, int | None]]  # (min pages, max pages) of defined memories
+    data_segments: int
+    data_bytes: int
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = len(data) if end is None else end
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise ValueError("unexpected end of section")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def uleb(self) -> int:
+        result = shift = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result
+
+    def sleb(self) -> None:
+        while self.byte() & 0x80:
+            pass
+
+    def const_expr(self) -> None:
+        while True:
+            op = self.byte()
+            if op == 0x0B:  # end
+                return
+            if op in (0x41, 0x42):  # i32.const, i64.const
+                self.sleb()
+            elif op == 0x23:  # global.get
+                self.uleb()
+            elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const arithmetic
+                continue
+            else:
+                raise ValueError(f"unsupported opcode 0x{op:02x} in a constant expression")
+
+
+def wasm_layout(wasm: bytes) -> WasmLayout:
+    """Defined memories and data segments of a module (best effort: unknown parts skipped)."""
+    layout = WasmLayout([], 0, 0)
+    r = _Reader(wasm, 8)
+    try:
+        while r.pos < r.end:
+            section = r.byte()
+            size = r.uleb()
+            body = _Reader(wasm, r.pos, r.pos + size)
+            r.pos += size
+            if section == 5:  # memory
+                for _ in range(body.uleb()):
+                    flags = body.uleb()
+                    minimum = body.uleb()
+                    maximum = body.uleb() if flags & 1 else None
+                    layout.memories.append((minimum, maximum))
+            elif section == 11:  # data
+                count = body.uleb()
+                layout.data_segments = count
+                for _ in range(count):
+                    kind = body.uleb()
+                    if kind == 2:
+                        body.uleb()
+                    if kind in (0, 2):
+                        body.const_expr()
+                    length = body.uleb()
+                    layout.data_bytes += length
+                    body.pos += length
+    except ValueError:
+        pass
+    return layout
+
+
+# ------------------------------------------------------------------------------------------
+# Checking imports
+# ------------------------------------------------------------------------------------------
+def _kind(ty: Any) -> str:
+    if isinstance(ty, wasmtime.FuncType):
+        return "func"
+    if isinstance(ty, wasmtime.MemoryType):
+        return "memory"
+    if isinstance(ty, wasmtime.GlobalType):
+        return "global"
+    if isinstance(ty, wasmtime.TableType):
+        return "table"
+    return type(ty).__name__.replace("Type", "").lower()
+
+
+def _limits(minimum: int, maximum: int | None) -> dict[str, Any]:
+    return {
+        "min_pages": minimum,
+        "max_pages": maximum,
+        "min_bytes": minimum * PAGE_SIZE,
+        "max_bytes": None if maximum is None else maximum * PAGE_SIZE,
+    }
+
+
+def _type_text(ty: Any) -> str:
+    if isinstance(ty, wasmtime.FuncType):
+        return format_signature(*func_signature(ty))
+    if isinstance(ty, wasmtime.MemoryType):
+        lim = ty.limits
+        return f"memory {lim.min}{'+' if lim.max is None else f'..{lim.max}'} pages"
+    if isinstance(ty, wasmtime.GlobalType):
+        return f"global {'mut ' if ty.mutable else ''}{ty.content}"
+    if isinstance(ty, wasmtime.TableType):
+        lim = ty.limits
+        return f"table {ty.element} {lim.min}{'+' if lim.max is None else f'..{lim.max}'}"
+    return _kind(ty)
+
+
+def _offered(spec: HostFunctionSpec) -> str:
+    return format_signature(spec.param_types, spec.results)
+
+
+def check_import(module: str, name: str, ty: Any) -> dict[str, Any]:
+    """How the host satisfies one import (or why it cannot), as a JSON-ready dict.
+
+    Keys: ``module``, ``name``, ``kind``, ``type``, ``host_function`` (a vudo host function
+    under a vudo namespace), ``loa`` (its group), ``status`` (``ok``, ``variant`` or
+    ``unresolved``) and ``detail``.
+    """
+    entry: dict[str, Any] = {
+        "module": module, "name": name, "kind": _kind(ty), "type": _type_text(ty),
+        "host_function": False, "loa": None, "status": "unresolved", "detail": "",
+    }
+    in_namespace = module in NAMESPACES
+    if isinstance(ty, wasmtime.MemoryType):
+        if in_namespace and name == "memory":
+            entry["status"] = "ok"
+            entry["detail"] = "memory created by the host"
+        else:
+            entry["detail"] = (
+                f"the host provides a memory only as \"memory\" from "
+                f"{', '.join(NAMESPACES)}"
+            )
+        return entry
+    if not isinstance(ty, wasmtime.FuncType):
+        entry["detail"] = f"the host provides no {entry['kind']} imports"
+        return entry
+    params, results = func_signature(ty)
+    entry["params"], entry["results"] = list(params), list(results)
+    spec = HOST_FUNCTIONS_BY_NAME.get(name)
+    if spec is None or not in_namespace:
+        if spec is not None:
+            entry["detail"] = (
+                f"{name} is a host function, but only under {', '.join(NAMESPACES)}, "
+                f"not {module!r}"
+            )
+        else:
+            entry["detail"] = f"the host provides no function {module}.{name}"
+        return entry
+    entry["host_function"] = True
+    entry["loa"] = spec.loa
+    entry["offered"] = _offered(spec)
+    if (params, results) == (spec.param_types, spec.results):
+        entry["status"] = "ok"
+        entry["detail"] = f"host function ({spec.loa})"
+    elif params == spec.param_types and not spec.results and results == ("i32",):
+        entry["status"] = "variant"
+        entry["detail"] = f"host function ({spec.loa}); extra i32 result, host returns 0"
+    else:
+        entry["detail"] = f"declared {entry['type']}, the host offers {spec.signature}"
+    return entry
+
+
+def inspect_module(path: Path) -> dict[str, Any]:
+    """The full report on a module, as a JSON-ready dict (never instantiates it)."""
+    wasm, module = read_module(path)
+    imports = [check_import(i.module, i.name or "", i.type) for i in module.imports]
+    exports: list[dict[str, Any]] = []
+    memories: list[dict[str, Any]] = []
+    for e in module.exports:
+        item: dict[str, Any] = {"name": e.name, "kind": _kind(e.type), "type": _type_text(e.type)}
+        if isinstance(e.type, wasmtime.FuncType):
+            params, results = func_signature(e.type)
+            item["params"], item["results"] = list(params), list(results)
+            item["signature"] = format_signature(params, results)
+        exports.append(item)
+        if isinstance(e.type, wasmtime.MemoryType):
+            memories.append({"origin": "exported", "name": e.name,
+                             **_limits(e.type.limits.min, e.type.limits.max)})
+    for i in module.imports:
+        if isinstance(i.type, wasmtime.MemoryType):
+            memories.append({"origin": "imported", "name": f"{i.module}.{i.name}",
+                             **_limits(i.type.limits.min, i.type.limits.max)})
+    layout = wasm_layout(wasm)
+    exported_count = sum(1 for m in memories if m["origin"] == "exported")
+    for minimum, maximum in layout.memories[exported_count:]:
+        memories.append({"origin": "internal", "name": None, **_limits(minimum, maximum)})
+
+    unresolved = [i for i in imports if i["status"] == "unresolved"]
+    loas = sorted({i["loa"] for i in imports if i["loa"]})
+    warnings: list[str] = []
+    visible = [m for m in memories if m["origin"] != "internal"]
+    users = [i["name"] for i in imports if i["host_function"] and _uses_memory(i["name"])]
+    if users and not visible:
+        warnings.append(
+            f"imports {', '.join(users)}, which use(s) the Spirit's memory, but exports no "
+            "memory: those calls will trap"
+        )
+    return {
+        "source": str(path),
+        "size": len(wasm),
+        "sha256": hashlib.sha256(wasm).hexdigest(),
+        "links": not unresolved,
+        "unresolved": len(unresolved),
+        "loas": loas,
+        "imports": imports,
+        "exports": exports,
+        "memories": memories,
+        "data": {"segments": layout.data_segments, "bytes": layout.data_bytes},
+        "warnings": warnings,
+    }
+
+
+def _uses_memory(name: str) -> bool:
+    spec = HOST_FUNCTIONS_BY_NAME[name]
+    return name in _MEMORY_USERS or any(p.endswith("ptr") for p, _ in spec.params)
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "unbounded"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def _render(report: dict[str, Any], console: Console) -> None:
+    head = Text()
+    head.append(report["source"], style="bold")
+    head.append(f"  {report['size']} bytes, sha256 {report['sha256'][:16]}")
+    console.print(head)
+    if report["links"]:
+        console.print(Text("links: yes, the host satisfies every import", style="green"))
+    else:
+        console.print(Text(
+            f"links: NO, {report['unresolved']} import(s) the host cannot satisfy", style="bold red"
+        ))
+    console.print(Text(f"Loas needed: {', '.join(report['loas']) or '(none)'}"))
+    for warning in report["warnings"]:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+
+    imports = Table(show_edge=False)
+    for column in ("module", "name", "type", "host"):
+        imports.add_column(column)
+    styles = {"ok": "green", "variant": "yellow", "unresolved": "bold red"}
+    for i in report["imports"]:
+        label = {"ok": "ok", "variant": "ok (variant)", "unresolved": "UNRESOLVED"}[i["status"]]
+        host = Text(label, style=styles[i["status"]])
+        if i["detail"]:
+            host.append(f": {i['detail']}", style="default")
+        imports.add_row(Text(i["module"]), Text(i["name"]), Text(i["type"]), host)
+    console.print()
+    if report["imports"]:
+        console.print(Text("Imports", style="bold"))
+        console.print(imports)
+    else:
+        console.print(Text("Imports: none"))
+
+    exports = Table(show_edge=False)
+    for column in ("name", "kind", "type"):
+        exports.add_column(column)
+    for e in report["exports"]:
+        exports.add_row(Text(e["name"]), Text(e["kind"]), Text(e.get("signature", e["type"])))
+    console.print()
+    if report["exports"]:
+        console.print(Text("Exports", style="bold"))
+        console.print(exports)
+    else:
+        console.print(Text("Exports: none"))
+
+    console.print()
+    if not report["memories"]:
+        console.print(Text("Memory: none"))
+    for m in report["memories"]:
+        where = m["origin"] + (f" as {m['name']!r}" if m["name"] else " (not exported)")
+        maximum = "no maximum" if m["max_pages"] is None else \
+            f"max {m['max_pages']} pages ({_bytes(m['max_bytes'])})"
+        console.print(Text(
+            f"Memory: {where}, {m['min_pages']} pages ({_bytes(m['min_bytes'])}) initially, "
+            f"{maximum}"
+        ))
+    data = report["data"]
+    console.print(Text(f"Data: {data['segments']} segment(s), {data['bytes']} bytes"))
+
+
+@click.command("inspect", short_help="Show imports, exports, memory; check that it links.")
+@click.argument("spirit", metavar="SPIRIT")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@common_options
+@click.pass_context
+def inspect_command(ctx: click.Context, spirit: str, as_json: bool) -> None:
+    """Show what SPIRIT imports and exports, and whether this host can link it.
+
+    SPIRIT is a .wasm file, a .wat file or example:NAME. The module is compiled, never run.
+    Imports are checked against the host ABI: which are vudo host functions (and of which Loa),
+    under which namespace, and which the host cannot satisfy. Also shown: exports with their
+    signatures, memory and its limits, data size, and the Loas the Spirit needs.
+
+    Exit codes: 0 the Spirit links; 1 some import cannot be satisfied; 2 usage error.
+    """
+    ctx.ensure_object(Settings)
+    report = inspect_module(resolve_source(spirit))
+    if as_json:
+        click.echo(dump_json(report))
+    else:
+        print_rich(lambda console: _render(report, console))
+    if not report["links"]:
+        ctx.exit(1)
