@@ -23,6 +23,9 @@ ZeroFn = Callable[[int, int], None]
 MoveFn = Callable[[int, int, int], None]
 
 _MAX_ALLOC = 0x7FFF_FFFF
+# Freed blocks up to this size wait in per-size quick lists (at most this many per size).
+_QUICK_MAX_SIZE = 4096
+_QUICK_MAX_BLOCKS = 64
 
 
 def _round_up(value: int, align: int) -> int:
@@ -33,8 +36,9 @@ def _round_up(value: int, align: int) -> int:
 class Allocator(Protocol):
     """A host heap allocator (all sizes in bytes, pointers are offsets in the Spirit's memory)."""
 
-    def alloc(self, size: int, align: int = 8) -> int:
-        """A zeroed block of ``size`` bytes aligned to ``align``; 0 when memory is exhausted."""
+    def alloc(self, size: int, align: int = 8, *, zero: bool = True) -> int:
+        """A block of ``size`` bytes aligned to ``align`` (zeroed unless ``zero=False``);
+        0 when memory is exhausted."""
         ...
 
     def free(self, ptr: int) -> None:
@@ -73,6 +77,9 @@ class FreeListAllocator:
         self._free_sizes: dict[int, int] = {}  # start -> size
         self._live: dict[int, tuple[int, int]] = {}  # ptr -> (block start, block size)
         self._regions: list[tuple[int, int]] = []  # every region obtained from grow
+        # Recently freed small blocks by size, reused as they are (no search, no coalescing):
+        # a Spirit receiving and freeing messages of similar sizes never touches the free list.
+        self._quick: dict[int, list[int]] = {}
         self._in_use = 0
 
     @property
@@ -124,31 +131,56 @@ class FreeListAllocator:
         return 0
 
     # public API ---------------------------------------------------------------------------
-    def alloc(self, size: int, align: int = 8) -> int:
-        """A zeroed block; grows the host heap when needed; 0 when memory is exhausted."""
+    def alloc(self, size: int, align: int = 8, *, zero: bool = True) -> int:
+        """A zeroed block; grows the host heap when needed; 0 when memory is exhausted.
+
+        ``zero=False`` skips clearing, for callers that overwrite the whole block at once.
+        """
         if size < 0 or size > _MAX_ALLOC or align < 1 or align & (align - 1):
             return 0
         size = _round_up(max(size, 1), 8)
-        ptr = self._take(size, align)
-        if ptr == 0:
-            region = self._grow(size + align)
-            if region is None:
-                return 0
-            self._regions.append(region)
-            self._insert_free(*region)
+        quick = self._quick.get(size) if align <= 8 else None
+        if quick:
+            ptr = quick.pop()
+            self._live[ptr] = (ptr, size)
+            self._in_use += size
+        else:
             ptr = self._take(size, align)
+            if ptr == 0 and self._quick:
+                self._flush_quick()
+                ptr = self._take(size, align)
             if ptr == 0:
-                return 0
-        self._zero(ptr, size)
+                region = self._grow(size + align)
+                if region is None:
+                    return 0
+                self._regions.append(region)
+                self._insert_free(*region)
+                ptr = self._take(size, align)
+                if ptr == 0:
+                    return 0
+        if zero:
+            self._zero(ptr, size)
         return ptr
 
+    def _flush_quick(self) -> None:
+        """Give the quick lists back to the free list, where they coalesce."""
+        for size, blocks in self._quick.items():
+            for start in blocks:
+                self._insert_free(start, size)
+        self._quick.clear()
+
     def free(self, ptr: int) -> None:
-        """Return a block to the free list; unknown or double-freed pointers are ignored."""
+        """Return a block for reuse; unknown or double-freed pointers are ignored."""
         entry = self._live.pop(ptr, None)
         if entry is None:
             return
         start, size = entry
         self._in_use -= size
+        if start == ptr and size <= _QUICK_MAX_SIZE:
+            blocks = self._quick.setdefault(size, [])
+            if len(blocks) < _QUICK_MAX_BLOCKS:
+                blocks.append(start)
+                return
         self._insert_free(start, size)
 
     def realloc(self, ptr: int, old_size: int, new_size: int) -> int:
@@ -165,8 +197,10 @@ class FreeListAllocator:
             if keep < size:
                 self._zero(ptr + keep, size - keep)
             return ptr
-        # Grow in place into an adjacent free block.
+        # Grow in place into an adjacent free block (which may wait in a quick list).
         nxt = start + size
+        if nxt not in self._free_sizes and self._quick:
+            self._flush_quick()
         nsize = self._free_sizes.get(nxt)
         if nsize is not None and size + nsize >= want:
             i = bisect.bisect_left(self._free_starts, nxt)
@@ -188,6 +222,7 @@ class FreeListAllocator:
 
     def reset(self) -> None:
         """Free every block at once."""
+        self._quick.clear()
         self._live.clear()
         self._free_starts.clear()
         self._free_sizes.clear()
@@ -227,7 +262,7 @@ class BumpAllocator:
         """The size of the block at ``ptr`` (blocks stay live until ``reset``)."""
         return self._live.get(ptr)
 
-    def alloc(self, size: int, align: int = 8) -> int:
+    def alloc(self, size: int, align: int = 8, *, zero: bool = True) -> int:
         """Bump the pointer; move to (or grow) the next region when this one is full."""
         if size < 0 or size > _MAX_ALLOC or align < 1 or align & (align - 1):
             return 0
@@ -250,7 +285,8 @@ class BumpAllocator:
         self._next = ptr + size
         self._live[ptr] = size
         self._in_use += size
-        self._zero(ptr, size)
+        if zero:
+            self._zero(ptr, size)
         return ptr
 
     def free(self, ptr: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 __all__ = ["GeneField", "GeneLayout", "GeneType", "gene_layout"]
@@ -59,6 +59,8 @@ class GeneLayout:
     fields: tuple[GeneField, ...]
     size: int
     alignment: int = 8
+    # Compiled once: one struct reading every field at once (None if fields overlap).
+    _reader: struct.Struct | None = field(default=None, init=False, repr=False, compare=False)
 
     def __init__(
         self, name: str, fields: Iterable[GeneField], size: int, alignment: int = 8
@@ -79,6 +81,7 @@ class GeneLayout:
                     f"gene {name}: field {f.name!r} ({f.type} at {f.offset}) "
                     f"does not fit in {size} bytes"
                 )
+        object.__setattr__(self, "_reader", _compile_reader(self.fields, size))
 
     def field(self, name: str) -> GeneField:
         """The field called ``name`` (``KeyError`` if absent)."""
@@ -86,6 +89,21 @@ class GeneLayout:
             if f.name == name:
                 return f
         raise KeyError(f"gene {self.name} has no field {name!r}")
+
+
+def _compile_reader(fields: tuple[GeneField, ...], size: int) -> struct.Struct | None:
+    """One little-endian struct reading every field, in declaration order.
+
+    ``None`` when fields overlap or are not declared in offset order (read field by field).
+    """
+    fmt, pos = "<", 0
+    for f in fields:
+        if f.offset < pos:
+            return None
+        fmt += f"{f.offset - pos}x" if f.offset > pos else ""
+        fmt += FIELD_FORMATS[f.type][1][1:]
+        pos = f.offset + f.size
+    return struct.Struct(fmt + (f"{size - pos}x" if size > pos else ""))
 
 
 def gene_layout(

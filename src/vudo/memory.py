@@ -241,9 +241,12 @@ class WasmMemory:
         self.write_bytes(ptr, _F64.pack(value))
 
     # host heap -----------------------------------------------------------------------------
-    def alloc(self, size: int, align: int = 8) -> int:
-        """A zeroed host-heap block of ``size`` bytes; 0 when memory is exhausted."""
-        return self.allocator.alloc(size, align)
+    def alloc(self, size: int, align: int = 8, *, zero: bool = True) -> int:
+        """A zeroed host-heap block of ``size`` bytes; 0 when memory is exhausted.
+
+        ``zero=False`` skips clearing, for callers that overwrite the whole block at once.
+        """
+        return self.allocator.alloc(size, align, zero=zero)
 
     def free(self, ptr: int, size: int | None = None) -> None:
         """Release a host-heap block (``size`` is accepted for ABI symmetry and ignored)."""
@@ -261,7 +264,18 @@ class WasmMemory:
     def read_gene(self, ptr: int, layout: GeneLayout) -> dict[str, Any]:
         """Read the gene at ``ptr`` into a dict of field name to Python value."""
         raw = self.read_bytes(ptr, layout.size)
-        out: dict[str, Any] = {}
+        reader = layout._reader
+        if reader is not None:
+            values = reader.unpack(raw)
+            out = {}
+            for f, value in zip(layout.fields, values, strict=True):
+                if f.type == "bool":
+                    value = value != 0
+                elif f.type == "string":
+                    value = self.decode_string(value)
+                out[f.name] = value
+            return out
+        out = {}
         for f in layout.fields:
             value = struct.unpack_from(FIELD_FORMATS[f.type][1], raw, f.offset)[0]
             if f.type == "bool":

@@ -74,7 +74,7 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
             return 0
         sender = msg.from_.encode("utf-8")
         block = b"".join((_U32(len(sender)), sender, _U32(len(msg.payload)), msg.payload))
-        ptr = mem.alloc(len(block), 8)
+        ptr = mem.alloc(len(block), 8, zero=False)  # written in full just below
         if ptr == 0:
             return 0  # the message stays queued; the Spirit may free memory and retry
         mem.write_bytes(ptr, block)
