@@ -90,12 +90,13 @@ class MessageBroker(Protocol):
 
 
 class _Inbox:
-    __slots__ = ("capacity", "hooks", "queue")
+    __slots__ = ("capacity", "hooks", "queue", "refusing")
 
     def __init__(self, capacity: int) -> None:
         self.queue: deque[Message] = deque()
         self.capacity = capacity
         self.hooks: list[MessageCallback] = []
+        self.refusing = False  # full, and the refusal was logged (until a message fits again)
 
 
 class MessageBus:
@@ -103,6 +104,8 @@ class MessageBus:
 
     ``capacity`` is the default inbox size; ``register(name, capacity=...)`` overrides it per
     Spirit. A full inbox refuses new messages (``post`` returns ERROR) and never drops queued ones.
+    The first refusal of each spell of fullness is logged at WARNING on ``vudo.bus`` (every
+    refusal at DEBUG with ``debug=True``), so a flooding sender does not flood the log.
     """
 
     def __init__(self, *, capacity: int = DEFAULT_INBOX_CAPACITY, debug: bool = False) -> None:
@@ -147,17 +150,28 @@ class MessageBus:
             if inbox is None:
                 return ResultCode.NOT_FOUND
             if len(inbox.queue) >= inbox.capacity:
-                if self.debug:
-                    _log.debug("inbox of %r full (%d); refused message from %r",
-                               to, inbox.capacity, from_)
-                return ResultCode.ERROR
-            inbox.queue.append(msg)
-            hooks = inbox.hooks
+                first, inbox.refusing = not inbox.refusing, True
+                capacity = inbox.capacity
+            else:
+                inbox.refusing = False
+                inbox.queue.append(msg)
+                hooks = inbox.hooks
+                capacity = 0
+        if capacity:
+            if first:
+                _log.warning("inbox of %r is full (%d messages): refusing messages, starting "
+                             "with one from %r", to, capacity, from_)
+            elif self.debug:
+                _log.debug("inbox of %r full (%d); refused message from %r", to, capacity, from_)
+            return ResultCode.ERROR
         if self.debug:
             _log.debug("message %r -> %r ch=%d %d bytes", from_, to, channel, len(msg.payload))
         if hooks:
             for hook in tuple(hooks):
-                hook(msg)
+                try:
+                    hook(msg)
+                except Exception:  # a faulty hook must not fail the sender (or its Spirit)
+                    _log.exception("on_message hook %r for %r raised", hook, to)
         return ResultCode.OK
 
     def send(self, from_: str, to: str, channel: int, payload: bytes) -> bool:
@@ -210,7 +224,11 @@ class MessageBus:
             return sum(1 for m in inbox.queue if m.channel == channel)
 
     def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
-        """Call ``callback(message)`` after each message queued for ``name``."""
+        """Call ``callback(message)`` after each message queued for ``name``.
+
+        Hooks run on the sender's thread after the message is queued; an exception from a hook
+        is logged (logger ``vudo.bus``) and does not affect the send.
+        """
         with self._lock:
             inbox = self._inboxes.get(name)
             if inbox is None:

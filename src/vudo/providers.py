@@ -216,7 +216,12 @@ class DefaultEffectHandler:
     def subscribers(self, channel: str) -> list[Spirit]:
         """The live Spirits subscribed to ``channel``."""
         with self._lock:
-            return [s for s in self._channels.get(channel, ()) if not s.terminated]
+            subs = self._channels.get(channel)
+            if subs is None:
+                return []
+            dead = {s for s in subs if s.terminated}
+            subs -= dead  # released and panicked Spirits are forgotten, not kept alive
+            return list(subs)
 
     def notify(self, channel: str, payload: bytes) -> int:
         """Deliver ``payload`` to every subscriber of ``channel``; return how many got it."""

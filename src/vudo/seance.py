@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 from .abi import EffectId, ResultCode
 from .broker import DEFAULT_INBOX_CAPACITY, MessageBroker, MessageBus
-from .effects import Permissions, StandardEffectHandler
-from .errors import SeanceError, UnknownExportError
+from .effects import Permissions, StandardEffectHandler, encode_result
+from .errors import SeanceError
 from .limits import Limits
 from .loa import LoaRegistry
 from .providers import (
@@ -38,6 +38,10 @@ __all__ = ["AsyncSeance", "Seance", "SpiritStats"]
 _log = logging.getLogger("vudo.seance")
 _U32 = struct.Struct("<I")
 R = TypeVar("R")
+
+
+class _SeanceFull(SeanceError):
+    """The session holds ``max_spirits`` Spirits (those still loading included)."""
 
 
 @dataclass(slots=True)
@@ -75,6 +79,9 @@ class Seance:
     ) -> None:
         self.debug = debug
         #: The session's message broker (the in-process :class:`MessageBus` by default).
+        # A broker given by the caller stays the caller's to close (it may serve other
+        # sessions); the session closes only the bus it made.
+        self._owns_broker = broker is None
         self.messages: MessageBroker = (
             broker if broker is not None else MessageBus(capacity=inbox_capacity, debug=debug)
         )
@@ -94,13 +101,16 @@ class Seance:
             "loas": self.loas,
             "limits": limits,
             "permissions": permissions,
-            "debug": debug,
         }
         self._spirits: dict[str, Spirit] = {}
         self._stats: dict[str, SpiritStats] = {}
         self._modules: dict[str, Source] = {}
         self._lock = threading.RLock()
+        self._stats_lock = threading.Lock()
         self._dismissed = False
+        # Set by AsyncSeance: where ``async def`` host functions of every Spirit of the
+        # session run (Spirits spawned through SPAWN included).
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         for channel in channels:
             self.register_channel(channel)
         register = getattr(self.effect_handler, "register", None)
@@ -117,7 +127,7 @@ class Seance:
             if name in self._spirits:
                 raise SeanceError(f"a Spirit named {name!r} is already in this Séance")
             if self.max_spirits is not None and len(self._spirits) >= self.max_spirits:
-                raise SeanceError(f"this Séance is full ({self.max_spirits} Spirits)")
+                raise _SeanceFull(f"this Séance is full ({self.max_spirits} Spirits)")
             # Claim the name on the bus first: with a distributed broker this is atomic
             # across processes, so two sessions cannot summon the same name.
             limits: Limits | None = options.get("limits", self._defaults["limits"])
@@ -131,10 +141,19 @@ class Seance:
             spirit = load_spirit(source, name=name, broker=self.messages, **merged)
         except BaseException:
             with self._lock:
-                self._spirits.pop(name, None)
-            self.messages.unregister(name)
+                if self._spirits.get(name) is _PLACEHOLDER:
+                    del self._spirits[name]
+                    self.messages.unregister(name)
             raise
+        if self._async_loop is not None:
+            spirit._async_loop = self._async_loop
         with self._lock:
+            # Dismissed (or the name released) while loading: the Spirit must not outlive it.
+            if self._dismissed or self._spirits.get(name) is not _PLACEHOLDER:
+                spirit.interrupt()
+                if not self._dismissed:
+                    self.messages.unregister(name)
+                raise SeanceError(f"this Séance was dismissed while {name!r} was loading")
             self._spirits[name] = spirit
             self._stats[name] = SpiritStats()
         if self.debug:
@@ -143,23 +162,23 @@ class Seance:
 
     def invoke(self, name: str, function: str, *args: Any) -> Any:
         """Call ``function`` of the Spirit ``name`` (thread-safe; Spirits run in parallel)."""
-        spirit = self.get_spirit(name)
-        try:
-            fn = spirit.function(function)
-        except UnknownExportError:
-            raise
-        stats = self._stats[name]
+        with self._lock:
+            spirit = self.get_spirit(name)
+            stats = self._stats[name]
+        fn = spirit.function(function)  # UnknownExportError lists the exports
         if self.debug:
             _log.debug("invoke %s.%s%r", name, function, args)
         start = time.perf_counter()
+        failed = True
         try:
             result = fn(*args)
-        except BaseException:
-            stats.failures += 1
-            raise
+            failed = False
         finally:
-            stats.calls += 1
-            stats.seconds += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            with self._stats_lock:
+                stats.calls += 1
+                stats.failures += failed
+                stats.seconds += elapsed
         if self.debug:
             _log.debug("invoke %s.%s -> %r", name, function, result)
         return result
@@ -168,6 +187,7 @@ class Seance:
         """The Spirit called ``name`` (``SeanceError`` if there is none)."""
         spirit = self._spirits.get(name)
         if spirit is None or spirit is _PLACEHOLDER:
+            self._check_open()
             known = ", ".join(self.spirits()) or "(none)"
             raise SeanceError(f"no Spirit named {name!r} in this Séance; Spirits: {known}")
         return spirit
@@ -183,9 +203,12 @@ class Seance:
             return [n for n, s in self._spirits.items() if s is not _PLACEHOLDER]
 
     def stats(self, name: str) -> SpiritStats:
-        """Calls, failures and time spent in calls of the Spirit ``name``."""
-        self.get_spirit(name)
-        return self._stats[name]
+        """Calls, failures and time spent in calls of the Spirit ``name`` (a snapshot)."""
+        with self._lock:
+            self.get_spirit(name)
+            stats = self._stats[name]
+        with self._stats_lock:
+            return SpiritStats(stats.calls, stats.failures, stats.seconds)
 
     @property
     def size(self) -> int:
@@ -216,7 +239,8 @@ class Seance:
             if spirit is not _PLACEHOLDER:
                 spirit.interrupt()
             self.messages.unregister(name)
-        self.messages.close()
+        if self._owns_broker:
+            self.messages.close()
         if self._owns_effects and isinstance(self.effect_handler, StandardEffectHandler):
             self.effect_handler.close()
         if self.debug:
@@ -256,8 +280,9 @@ class Seance:
         (``vudo_broadcast`` from inside a Spirit includes the sender, as host-abi.md says.)
         """
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        # The broker's view: with a distributed broker, Spirits of other processes too.
         return sum(
-            1 for n in self.spirits()
+            1 for n in self.messages.spirits()
             if n != from_ and self.messages.post(from_, n, data, channel) == ResultCode.OK
         )
 
@@ -311,10 +336,14 @@ class Seance:
             return ResultCode.NOT_PERMITTED
         try:
             self.summon(name, source)
+        except _SeanceFull:
+            _log.warning("SPAWN by %r refused: session cap of %d Spirits reached",
+                         spirit.name, self.max_spirits)
+            return ResultCode.NOT_PERMITTED
         except Exception as exc:
             _log.warning("SPAWN by %r of %r failed: %s", spirit.name, name, exc)
             return ResultCode.ERROR
-        spirit.deliver("effect:SPAWN", name.encode("utf-8"))
+        spirit.deliver("effect:SPAWN", encode_result(ResultCode.OK, name.encode("utf-8")))
         return ResultCode.OK
 
 
@@ -337,9 +366,8 @@ class AsyncSeance:
 
     async def summon(self, name: str, source: Source, **options: Any) -> Spirit:
         """Load a Spirit off the event loop; its async host functions run on this loop."""
-        spirit = await self._run(self.sync.summon, name, source, **options)
-        spirit._async_loop = asyncio.get_running_loop()
-        return spirit
+        self.sync._async_loop = asyncio.get_running_loop()
+        return await self._run(self.sync.summon, name, source, **options)
 
     async def invoke(self, name: str, function: str, *args: Any) -> Any:
         """Call a Spirit's function in a worker thread."""

@@ -7,6 +7,7 @@ is a usage error (exit 2); a failing step is a Spirit failure (exit 1) and stops
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -410,8 +411,10 @@ def seance_command(ctx: click.Context, manifest_source: str, quiet: bool,
     level = logging.DEBUG if settings.verbose or debug else logging.INFO
     with cli_logging(level, output):
         counting = CountingBroker(_make_broker(broker, manifest.name))
-        with Seance(broker=counting, limits=manifest.limits, debug=manifest.debug,
-                    channels=manifest.channels) as seance:
+        with contextlib.closing(counting), Seance(
+            broker=counting, limits=manifest.limits, debug=manifest.debug,
+            channels=manifest.channels,
+        ) as seance:
             for spec in manifest.spirits:
                 options: dict[str, Any] = {"logger": CliLogger(spec.name, output)}
                 if spec.debug:
