@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable
 
 from ..abi import ResultCode
+from ..broker import Message
 from ..loa import LoaContext
 
 _MASK = 0xFFFFFFFF
@@ -60,6 +61,12 @@ def vudo_send(ctx: LoaContext) -> Callable[[int, int, int, int], int]:
     return host
 
 
+def _message_block(msg: Message) -> bytes:
+    """``[sender_len u32][sender][payload_len u32][payload]``."""
+    sender = msg.from_.encode("utf-8")
+    return b"".join((_U32(len(sender)), sender, _U32(len(msg.payload)), msg.payload))
+
+
 def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
     """Pointer to the oldest message in the host heap, or 0 (empty inbox or heap exhausted)."""
     spirit = ctx.spirit
@@ -69,19 +76,29 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
     outstanding = spirit._message_blocks
 
     def host() -> int:
+        # Allocate for the head first, so a full heap leaves the message queued...
         msg = broker.peek(name)
         if msg is None:
             return 0
-        sender = msg.from_.encode("utf-8")
-        block = b"".join((_U32(len(sender)), sender, _U32(len(msg.payload)), msg.payload))
-        ptr = mem.alloc(len(block), 8, zero=False)  # written in full just below
+        block = _message_block(msg)
+        ptr = mem.alloc(len(block), 8, zero=False)  # written in full below
         if ptr == 0:
-            return 0  # the message stays queued; the Spirit may free memory and retry
-        mem.write_bytes(ptr, block)
-        if broker.recv(name) is None:
-            # A distributed broker could not take it (e.g. the ack failed): it stays queued.
+            return 0  # the Spirit may free memory and retry
+        # ...then take it. Another consumer (a host thread) may have taken the head meanwhile:
+        # the Spirit gets whatever was taken, never a copy of a message someone else has.
+        taken = broker.recv(name)
+        if taken is None:  # emptied meanwhile, or a distributed broker could not take it
             mem.free(ptr)
             return 0
+        if taken != msg:
+            block = _message_block(taken)
+            if len(block) > (mem.allocator.size_of(ptr) or 0):
+                bigger = mem.realloc(ptr, 0, len(block))
+                if bigger == 0:
+                    mem.free(ptr)
+                    raise MemoryError("host heap exhausted while receiving a message")
+                ptr = bigger
+        mem.write_bytes(ptr, block)
         outstanding.add(ptr)
         return ptr
 
