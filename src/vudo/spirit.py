@@ -104,6 +104,8 @@ def _read_source(source: Source) -> tuple[bytes | wasmtime.Module, str, str]:
         raise LoadError(label, "is a directory, not a module") from None
     except OSError as exc:
         raise LoadError(label, exc.strerror or str(exc)) from None
+    except ValueError as exc:  # a NUL byte or an unencodable character in the path
+        raise LoadError(repr(str(source)), f"invalid path: {exc}") from None
     if path.suffix == ".wat" or (not data.startswith(_WASM_MAGIC) and data.lstrip()[:1] == b"("):
         return _wat(data.decode("utf-8", "replace"), label), label, path.stem
     if not data.startswith(_WASM_MAGIC):
@@ -372,6 +374,7 @@ class Spirit:
         self._interrupt: str | None = None
         self._deadline: float | None = None
         self._cancelled = False
+        self._wake = threading.Event()
         self._message_blocks: set[int] = set()
         self._keepalive: list[Any] = []
         self._async_loop: asyncio.AbstractEventLoop | None = None
@@ -381,7 +384,11 @@ class Spirit:
         self.store = wasmtime.Store(_engine.engine)
         self._ctx = _ffi.context_address(self.store)
         if self.limits.max_memory is not None:
-            self.store.set_limits(memory_size=self.limits.max_memory)
+            # Table elements cost the host 8 bytes each outside linear memory: same budget.
+            self.store.set_limits(
+                memory_size=self.limits.max_memory,
+                table_elements=max(self.limits.max_memory // 8, 1),
+            )
         self.store.set_fuel(2**63 - 1)
         self.store.set_epoch_deadline(1)
         epoch_cb = _ffi.EPOCH_CALLBACK(self._on_epoch)
@@ -403,13 +410,32 @@ class Spirit:
             externs.append(func)
             if b.fn is None:
                 late.append((b, bind))
+        # A start function runs inside instantiation: it gets the same budget as one call.
+        if self.limits.fuel is not None:
+            self.store.set_fuel(self.limits.fuel)
+        if self.limits.timeout is not None:
+            self._deadline = time.monotonic() + self.limits.timeout
         try:
             self.instance = wasmtime.Instance(self.store, module, externs)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             pending, self._pending = self._pending, None
             if pending is not None:
                 raise LoadError(source_label, f"start function failed: {pending}") from pending
-            raise LoadError(source_label, f"instantiation failed: {exc}") from None
+            if self._interrupt == "timeout":
+                raise LoadError(
+                    source_label, f"start function exceeded its timeout ({self.limits.timeout}s)"
+                ) from None
+            code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
+            if code == wasmtime.TrapCode.OUT_OF_FUEL:
+                raise LoadError(
+                    source_label, f"start function exhausted its fuel ({self.limits.fuel})"
+                ) from None
+            reason = _trap_cause(str(exc))
+            raise LoadError(source_label, f"instantiation failed: {reason}") from None
+        finally:
+            self._deadline = None
+            self._interrupt = None
+        self.store.set_fuel(2**63 - 1)
         self.exports: dict[str, Any] = dict(self.instance.exports(self.store))
         mem = self.exports.get("memory")
         if not isinstance(mem, wasmtime.Memory):
@@ -890,6 +916,7 @@ class Spirit:
     def interrupt(self) -> None:
         """Stop a running call at the next epoch tick (from any thread) and terminate."""
         self._cancelled = True
+        self._wake.set()  # a Spirit paused in vudo_sleep wakes up now
         self.terminate(self.termination_cause or "dismissed")
 
     def deliver(self, from_: str, payload: bytes, channel: int = 0) -> bool:

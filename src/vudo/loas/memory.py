@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from ..loa import LoaContext
 
 _MASK = 0xFFFFFFFF
+_log = logging.getLogger("vudo.memory")
+
+
+def _refusal_logger(ctx: LoaContext, fn: str) -> Callable[[int], None]:
+    """Log the first refusal of each spell of exhaustion (not every one: a Spirit may retry)."""
+    spirit = ctx.spirit
+    refusing = [False]
+
+    def note(ptr: int) -> None:
+        if ptr:
+            refusing[0] = False
+        elif not refusing[0]:
+            refusing[0] = True
+            mem = spirit.memory_or_null
+            _log.warning("%s: host heap of Spirit %r exhausted (memory %d bytes, max_memory %s)",
+                         fn, spirit.name, mem.size, spirit.limits.max_memory)
+
+    return note
 
 
 def vudo_alloc(ctx: LoaContext) -> Callable[[int], int]:
     """A zeroed, 8-byte aligned host-heap block; 0 on failure (or a negative size)."""
     alloc = ctx.spirit.memory_or_null.alloc
+    note = _refusal_logger(ctx, "vudo_alloc")
 
     def host(size: int) -> int:
-        return alloc(size, 8) if size >= 0 else 0
+        if size < 0:
+            return 0
+        ptr = alloc(size, 8)
+        note(ptr)
+        return ptr
 
     return host
 
@@ -32,10 +56,13 @@ def vudo_free(ctx: LoaContext) -> Callable[[int, int], None]:
 def vudo_realloc(ctx: LoaContext) -> Callable[[int, int, int], int]:
     """Resize a block, keeping ``min(old, new)`` bytes; 0 on failure with the old block valid."""
     realloc = ctx.spirit.memory_or_null.realloc
+    note = _refusal_logger(ctx, "vudo_realloc")
 
     def host(ptr: int, old: int, new: int) -> int:
         if new < 0:
             return 0
-        return realloc(ptr & _MASK, max(old, 0), new)
+        result = realloc(ptr & _MASK, max(old, 0), new)
+        note(result)
+        return result
 
     return host

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic as _monotonic
 
+from ..errors import SpiritTerminated, SpiritTimeout
 from ..loa import LoaContext
+from ..providers import SystemTimeProvider
 
 
 def vudo_now(ctx: LoaContext) -> Callable[[], int]:
@@ -13,11 +16,33 @@ def vudo_now(ctx: LoaContext) -> Callable[[], int]:
 
 
 def vudo_sleep(ctx: LoaContext) -> Callable[[int], None]:
-    """Pause this Spirit only (other Spirits run meanwhile); negative means 0."""
+    """Pause this Spirit only (other Spirits run meanwhile); negative means 0.
+
+    A sleep never outlasts the call's timeout (the call fails with ``SpiritTimeout`` when the
+    time left runs out) and, with the system clock, ``interrupt()``/``dismiss()`` wake it.
+    """
+    spirit = ctx.spirit
     sleep = ctx.time.sleep
+    wake = spirit._wake.wait if isinstance(ctx.time, SystemTimeProvider) else None
 
     def host(ms: int) -> None:
-        sleep(ms if ms > 0 else 0)
+        ms = ms if ms > 0 else 0
+        deadline = spirit._deadline
+        cut = False
+        if deadline is not None:
+            left = max(int((deadline - _monotonic()) * 1000), 0)
+            if ms > left:
+                ms, cut = left, True
+        if wake is not None:
+            wake(ms / 1000)
+        else:
+            sleep(ms)
+        if spirit._cancelled:
+            raise SpiritTerminated(spirit.name, "vudo_sleep", spirit.termination_cause or "")
+        if cut:
+            raise SpiritTimeout(
+                spirit.name, spirit.current_function, "timeout", f"{spirit.limits.timeout}s"
+            )
 
     return host
 
