@@ -265,19 +265,13 @@ class WasmMemory:
         """Read the gene at ``ptr`` into a dict of field name to Python value."""
         raw = self.read_bytes(ptr, layout.size)
         reader = layout._reader
-        if reader is not None:
-            values = reader.unpack(raw)
-            out = {}
-            for f, value in zip(layout.fields, values, strict=True):
-                if f.type == "bool":
-                    value = value != 0
-                elif f.type == "string":
-                    value = self.decode_string(value)
-                out[f.name] = value
-            return out
-        out = {}
-        for f in layout.fields:
-            value = struct.unpack_from(FIELD_FORMATS[f.type][1], raw, f.offset)[0]
+        values = (
+            reader.unpack(raw) if reader is not None  # one struct for the whole gene
+            else [struct.unpack_from(FIELD_FORMATS[f.type][1], raw, f.offset)[0]
+                  for f in layout.fields]
+        )
+        out: dict[str, Any] = {}
+        for f, value in zip(layout.fields, values, strict=True):
             if f.type == "bool":
                 value = value != 0
             elif f.type == "string":

@@ -28,6 +28,7 @@ __all__ = [
     "EffectFn",
     "EffectHandler",
     "Logger",
+    "LoggerBase",
     "RandomProvider",
     "StdLogger",
     "SystemRandomProvider",
@@ -69,7 +70,43 @@ class Logger(Protocol):
         """Write text followed by a newline."""
 
 
-class StdLogger:
+class LoggerBase:
+    """Derives the convenience methods of :class:`Logger` from two primitives.
+
+    Subclasses implement ``log(level, message)`` and ``print(message)``; ``debug``/``info``/
+    ``warn``/``error`` log at their level and ``println`` prints with a newline.
+    """
+
+    def log(self, level: LogLevel, message: str) -> None:
+        """Record ``message`` at ``level`` (subclasses implement this)."""
+        raise NotImplementedError
+
+    def print(self, message: str) -> None:
+        """Write text without a newline (subclasses implement this)."""
+        raise NotImplementedError
+
+    def debug(self, message: str) -> None:
+        """Record at DEBUG."""
+        self.log(LogLevel.DEBUG, message)
+
+    def info(self, message: str) -> None:
+        """Record at INFO."""
+        self.log(LogLevel.INFO, message)
+
+    def warn(self, message: str) -> None:
+        """Record at WARN."""
+        self.log(LogLevel.WARN, message)
+
+    def error(self, message: str) -> None:
+        """Record at ERROR."""
+        self.log(LogLevel.ERROR, message)
+
+    def println(self, message: str) -> None:
+        """Write text followed by a newline."""
+        self.print(message + "\n")
+
+
+class StdLogger(LoggerBase):
     """Default logger: text to a stream (stdout), records through :mod:`logging`.
 
     Records go to the logger ``vudo.spirit.<name>`` so users configure them the usual way.
@@ -87,33 +124,12 @@ class StdLogger:
         """Record ``message`` at ``level`` through :mod:`logging`."""
         self.logger.log(_PY_LEVELS.get(level, logging.ERROR), message)
 
-    def debug(self, message: str) -> None:
-        """Record at DEBUG."""
-        self.logger.debug(message)
-
-    def info(self, message: str) -> None:
-        """Record at INFO."""
-        self.logger.info(message)
-
-    def warn(self, message: str) -> None:
-        """Record at WARNING."""
-        self.logger.warning(message)
-
-    def error(self, message: str) -> None:
-        """Record at ERROR."""
-        self.logger.error(message)
-
     def print(self, message: str) -> None:
         """Write text without a newline and flush, so interleaving with logs stays readable."""
         out = self._out()
         out.write(message)
         out.flush()
 
-    def println(self, message: str) -> None:
-        """Write text and a newline."""
-        out = self._out()
-        out.write(message + "\n")
-        out.flush()
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ import ctypes
 import inspect
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -61,7 +62,15 @@ from .providers import (
     TimeProvider,
 )
 
-__all__ = ["Spirit", "SpiritProxy", "aload_spirit", "load_spirit"]
+__all__ = [
+    "Spirit",
+    "SpiritProxy",
+    "aload_spirit",
+    "compile_source",
+    "engine_message",
+    "load_spirit",
+    "read_wasm",
+]
 
 T = TypeVar("T")
 Source = str | os.PathLike[str] | bytes | bytearray | wasmtime.Module
@@ -82,6 +91,16 @@ def _read_source(source: Source) -> tuple[bytes | wasmtime.Module, str, str]:
     """Return (wasm bytes or module, a label for errors, a default Spirit name)."""
     if isinstance(source, wasmtime.Module):
         return source, "<wasmtime.Module>", "spirit"
+    return read_wasm(source)
+
+
+def read_wasm(source: str | os.PathLike[str] | bytes | bytearray) -> tuple[bytes, str, str]:
+    """The WebAssembly bytes of a path (``.wasm`` or WAT text), bytes, or WAT text.
+
+    Returns ``(wasm, label for messages, default Spirit name)``; raises
+    :class:`~vudo.errors.LoadError` for a missing file, invalid WAT, or bytes that are not
+    WebAssembly. Nothing is compiled.
+    """
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
         if not data.startswith(_WASM_MAGIC):
@@ -106,21 +125,43 @@ def _read_source(source: Source) -> tuple[bytes | wasmtime.Module, str, str]:
         raise LoadError(label, exc.strerror or str(exc)) from None
     except ValueError as exc:  # a NUL byte or an unencodable character in the path
         raise LoadError(repr(str(source)), f"invalid path: {exc}") from None
-    if path.suffix == ".wat" or (not data.startswith(_WASM_MAGIC) and data.lstrip()[:1] == b"("):
+    if path.suffix == ".wat" or (not data.startswith(_WASM_MAGIC) and b"(module" in data):
         return _wat(data.decode("utf-8", "replace"), label), label, path.stem
     if not data.startswith(_WASM_MAGIC):
         raise LoadError(label, "not a WebAssembly module (missing the \\0asm header)")
     return data, label, path.stem
 
 
+def engine_message(exc: BaseException) -> str:
+    """wasmtime's multi-line error text as one line: ``message (line L, column C)``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    message = lines[0]
+    for i, line in enumerate(lines[1:], 1):
+        where = re.match(r"-->\s*\S*?:(\d+):(\d+)", line)
+        if where:
+            message += f" (line {where.group(1)}, column {where.group(2)})"
+            break
+        if line == "Caused by:":
+            message += ": " + "; ".join(lines[i + 1:])
+            break
+    return message
+
+
 def _wat(text: str, label: str) -> bytes:
     try:
         return bytes(wasmtime.wat2wasm(text))
     except wasmtime.WasmtimeError as exc:
-        raise LoadError(label, f"invalid WAT: {exc}") from None
+        raise LoadError(label, f"invalid WAT: {engine_message(exc)}") from None
 
 
-def _compile(source: Source, cache: bool) -> tuple[wasmtime.Module, str, str]:
+def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Module, str, str]:
+    """Read and compile ``source`` without instantiating it.
+
+    Returns ``(module, label for messages, default Spirit name)``; raises
+    :class:`~vudo.errors.LoadError` (missing file, not WebAssembly, invalid WAT or module).
+    """
     data, label, default_name = _read_source(source)
     if isinstance(data, wasmtime.Module):
         return data, label, default_name
@@ -130,7 +171,7 @@ def _compile(source: Source, cache: bool) -> tuple[wasmtime.Module, str, str]:
         else:
             module = wasmtime.Module(_engine.engine, data)
     except wasmtime.WasmtimeError as exc:
-        raise LoadError(label, f"invalid WebAssembly module: {exc}") from None
+        raise LoadError(label, f"invalid WebAssembly module: {engine_message(exc)}") from None
     return module, label, default_name
 
 
@@ -1026,7 +1067,7 @@ def load_spirit(
     the engine configuration. Raises :class:`~vudo.errors.LoadError` or
     :class:`~vudo.errors.LinkError`.
     """
-    module, label, default_name = _compile(source, cache)
+    module, label, default_name = compile_source(source, cache=cache)
     return Spirit(
         module, name=name or default_name, source_label=label, logger=logger,
         time_provider=time_provider, random_provider=random_provider,

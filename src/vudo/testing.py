@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from .abi import LogLevel, ResultCode
-from .providers import DefaultEffectHandler
+from .providers import DefaultEffectHandler, LoggerBase
 
 if TYPE_CHECKING:
     from .providers import DebugHandler, EffectHandler, Logger, RandomProvider, TimeProvider
@@ -55,7 +55,7 @@ class LogRecord(NamedTuple):
     text: str
 
 
-class MockLogger:
+class MockLogger(LoggerBase):
     """A :class:`~vudo.providers.Logger` that keeps everything in memory.
 
     - ``records``: every log record as ``(level, text)``, in order (``vudo_log``,
@@ -90,31 +90,10 @@ class MockLogger:
             if lvl is LogLevel.ERROR:
                 self.errors.append(message)
 
-    def debug(self, message: str) -> None:
-        """Record at DEBUG."""
-        self.log(LogLevel.DEBUG, message)
-
-    def info(self, message: str) -> None:
-        """Record at INFO."""
-        self.log(LogLevel.INFO, message)
-
-    def warn(self, message: str) -> None:
-        """Record at WARN."""
-        self.log(LogLevel.WARN, message)
-
-    def error(self, message: str) -> None:
-        """Record at ERROR."""
-        self.log(LogLevel.ERROR, message)
-
     def print(self, message: str) -> None:
         """Keep text written without a newline."""
         with self._lock:
             self.outputs.append(message)
-
-    def println(self, message: str) -> None:
-        """Keep text written with a newline (stored with the ``"\\n"``)."""
-        with self._lock:
-            self.outputs.append(message + "\n")
 
     def clear(self) -> None:
         """Forget everything recorded so far."""

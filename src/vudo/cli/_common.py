@@ -22,10 +22,10 @@ import click
 import wasmtime
 from rich.console import Console
 
-from .. import _engine
 from ..abi import LogLevel
 from ..errors import LinkError, LoadError, SpiritTrap, UnknownExportError, VudoError
-from ..providers import StdLogger
+from ..providers import LoggerBase, StdLogger
+from ..spirit import compile_source, read_wasm
 
 __all__ = [
     "EXAMPLE_PREFIX",
@@ -71,7 +71,6 @@ EXIT_OK, EXIT_SPIRIT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Prefix naming an example bundled with vudo, e.g. ``example:calculator``.
 EXAMPLE_PREFIX = "example:"
 
-_WASM_MAGIC = b"\0asm"
 _INT_RANGES = {"i32": (-(2**31), 2**32 - 1), "i64": (-(2**63), 2**64 - 1)}
 
 
@@ -356,7 +355,7 @@ class Output:
         return "".join(self.parts)
 
 
-class CliLogger:
+class CliLogger(LoggerBase):
     """The :class:`vudo.Logger` the command gives Spirits: text to :class:`Output`, records
     through :mod:`logging` (to stderr), and copies of the records when capturing."""
 
@@ -370,29 +369,10 @@ class CliLogger:
             self._output.logs.append({"level": LogLevel(level).name, "message": message})
         self._std.log(level, message)
 
-    def debug(self, message: str) -> None:
-        """Record at DEBUG."""
-        self.log(LogLevel.DEBUG, message)
-
-    def info(self, message: str) -> None:
-        """Record at INFO."""
-        self.log(LogLevel.INFO, message)
-
-    def warn(self, message: str) -> None:
-        """Record at WARN."""
-        self.log(LogLevel.WARN, message)
-
-    def error(self, message: str) -> None:
-        """Record at ERROR."""
-        self.log(LogLevel.ERROR, message)
-
     def print(self, message: str) -> None:
         """Write text without a newline."""
         self._output.write(message)
 
-    def println(self, message: str) -> None:
-        """Write text and a newline."""
-        self._output.write(message + "\n")
 
 
 # ------------------------------------------------------------------------------------------
@@ -431,48 +411,16 @@ def resolve_source(text: str, suffixes: Sequence[str] = (".wasm", ".wat")) -> Pa
     return path
 
 
-def _wasmtime_message(exc: Exception) -> str:
-    """wasmtime's multi-line messages as one line: ``message (line L, column C)``."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    message = lines[0]
-    for i, line in enumerate(lines[1:], 1):
-        where = re.match(r"-->\s*\S*?:(\d+):(\d+)", line)
-        if where:
-            message += f" (line {where.group(1)}, column {where.group(2)})"
-            break
-        if line == "Caused by:":
-            message += ": " + "; ".join(lines[i + 1:])
-            break
-    return message
-
-
 def read_module(path: Path) -> tuple[bytes, wasmtime.Module]:
     """Read a ``.wasm`` file or WAT text and compile it (through the compile cache).
 
     Never instantiates. Raises :class:`UsageFailure` for a file that is not a usable module.
     """
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageFailure(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if path.suffix == ".wat" or (not data.startswith(_WASM_MAGIC) and data.lstrip()[:1] == b"("):
-        try:
-            data = bytes(wasmtime.wat2wasm(data.decode("utf-8", "replace")))
-        except wasmtime.WasmtimeError as exc:
-            raise UsageFailure(f"{path}: invalid WAT: {_wasmtime_message(exc)}") from None
-    elif not data.startswith(_WASM_MAGIC):
-        raise UsageFailure(
-            f"{path}: not a WebAssembly module (no \\0asm header) and not WAT text"
-        )
-    try:
-        module = _engine.compile_cache.get_or_compile(data)
-    except wasmtime.WasmtimeError as exc:
-        raise UsageFailure(
-            f"{path}: invalid WebAssembly module: {_wasmtime_message(exc)}"
-        ) from None
-    return data, module
+        wasm = read_wasm(path)[0]
+        return wasm, compile_source(wasm)[0]
+    except LoadError as exc:
+        raise UsageFailure(f"{path}: {exc.cause}") from None
 
 
 def relabel(exc: LoadError, label: str) -> LoadError:

@@ -184,7 +184,7 @@ def run_command(
         raw_args = _json_args(args_json)
 
     path = resolve_source(spirit)
-    _data, module = read_module(path)
+    _wasm, module = read_module(path)
     functions = _exported_functions(module)
     name = _choose(spirit, functions, function)
     params, _results = functions[name]
