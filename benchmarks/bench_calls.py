@@ -188,11 +188,11 @@ def bench_calls(n: int, repeats: int) -> list[dict[str, object]]:
     rows.append(case("gene write + read (4 fields)",
                      measure(loop(our_gene, gene_n), gene_n, repeats),
                      measure(loop(plain_gene, gene_n), gene_n, repeats), "-"))
-    rows.append(bench_messages(n, repeats))
+    rows += bench_messages(n, repeats)
     return rows
 
 
-def bench_messages(n: int, repeats: int) -> dict[str, object]:
+def bench_messages(n: int, repeats: int) -> list[dict[str, object]]:
     """Send + recv + free of a 64-byte message between two Spirits of one Séance."""
     with vudo.Seance() as seance:
         a = seance.summon("a", MSG_WAT.format(peer="b", peer_len=1))
@@ -205,6 +205,20 @@ def bench_messages(n: int, repeats: int) -> dict[str, object]:
                 recv()
 
         our = measure(ours, n, repeats)
+
+    # The floor of this path: the same two calls and three host calls, doing nothing.
+    noop = {"vudo_send": lambda _a, _b, _c, _d: 0, "vudo_recv": lambda: 8,
+            "vudo_free_message": lambda _p: None}
+    floor_spirit = vudo.load_spirit(MSG_WAT.format(peer="a", peer_len=1), imports=noop)
+    f_send, f_recv = floor_spirit.function("send"), floor_spirit.function("recv")
+
+    def floor() -> None:
+        for _ in range(n):
+            f_send()
+            f_recv()
+
+    floor_row = case("  floor: same calls, no-op host functions", measure(floor, n, repeats),
+                     None, "FFI only")
 
     # Baseline: the same two modules on plain wasmtime-py with a deque as the bus.
     inbox: deque[tuple[str, bytes]] = deque()
@@ -243,8 +257,8 @@ def bench_messages(n: int, repeats: int) -> dict[str, object]:
             w_send(store)
             w_recv(store)
 
-    return case("message send + recv round trip, 64 bytes", our, measure(plain, base_n, repeats),
-                "< 5 us")
+    return [case("message send + recv round trip, 64 bytes", our,
+                 measure(plain, base_n, repeats), "< 5 us"), floor_row]
 
 
 def bench_load(repeats: int) -> list[dict[str, object]]:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from time import time as _now
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from .abi import ResultCode
 
@@ -26,15 +25,17 @@ DEFAULT_INBOX_CAPACITY = 10_000
 _log = logging.getLogger("vudo.bus")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message: sender, recipient, channel, payload and send time (ms since the epoch)."""
+class Message(NamedTuple):
+    """One message: sender, recipient, channel, payload and send time (ms since the epoch).
+
+    Immutable; a named tuple because messages are created on the hot path of every send.
+    """
 
     from_: str
     to: str
     channel: int
     payload: bytes
-    timestamp: float = field(default_factory=lambda: time.time() * 1000.0)
+    timestamp: float
 
 
 MessageCallback = Callable[[Message], None]
@@ -144,7 +145,7 @@ class MessageBus:
     # sending ------------------------------------------------------------------------------
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a copy of ``payload`` for ``to``: OK, NOT_FOUND, or ERROR when full."""
-        msg = Message(from_, to, channel, bytes(payload))
+        msg = Message(from_, to, channel, bytes(payload), _now() * 1000.0)
         with self._lock:
             inbox = self._inboxes.get(to)
             if inbox is None:
@@ -201,6 +202,17 @@ class MessageBus:
                     del q[i]
                     return msg
             return None
+
+    def requeue(self, message: Message) -> None:
+        """Put a message just taken with :meth:`recv` back at the front of its inbox.
+
+        For a consumer that took a message and could not deliver it (``vudo_recv`` with a full
+        host heap); the capacity is not checked, the message held its place before.
+        """
+        with self._lock:
+            inbox = self._inboxes.get(message.to)
+            if inbox is not None:
+                inbox.queue.appendleft(message)
 
     def peek(self, name: str, channel: int = 0) -> Message | None:
         """The oldest message for ``name`` without removing it."""

@@ -592,10 +592,12 @@ class Spirit:
     ) -> _Binding | UnresolvedImport:
         """A plain callable from ``imports=``: annotated, or taking the raw declared values."""
         b = _Binding(mod, name, params, results, None, None)
-        try:
-            m = marshal_for(fn, name)
-        except TypeError:
-            m = None  # unannotated: called with the raw wasm values
+        m: Marshal | None = None
+        if getattr(fn, "__annotations__", None):  # unannotated: called with the raw values
+            try:
+                m = marshal_for(fn, name)
+            except TypeError:
+                m = None
         if m is not None:
             if (m.params, m.results) != (params, results):
                 return UnresolvedImport(mod, name, _sig(params, results), _sig(m.params, m.results))

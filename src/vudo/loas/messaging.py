@@ -7,6 +7,7 @@ the message leaves the inbox only once that block is written, so a full heap nev
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from collections.abc import Callable
@@ -23,48 +24,50 @@ _ERROR = int(ResultCode.ERROR)
 _INVALID = int(ResultCode.INVALID_ARG)
 
 
-def _payload_reader(ctx: LoaContext, fn: str) -> Callable[[int, int], bytes | None]:
-    """Read a payload, or ``None`` (logged) when it exceeds ``max_message_size``."""
+def _refuse_oversized(ctx: LoaContext, fn: str) -> Callable[[int, int], int]:
+    """What a send does with a payload over ``max_message_size``: a bad pointer is still a
+    fault; otherwise log and return InvalidArg (nothing is queued)."""
     spirit = ctx.spirit
     mem = spirit.memory_or_null
-    read = mem.read_bytes
-    cap = spirit.limits.max_message_size
 
-    def payload(ptr: int, length: int) -> bytes | None:
-        ptr &= _MASK
-        length &= _MASK
-        if cap is not None and length > cap:
-            mem.check(ptr, length)  # a bad pointer is a fault, whatever the size
-            _log.warning("%s: Spirit %r sent %d bytes, over its max_message_size %d",
-                         fn, spirit.name, length, cap)
-            return None
-        return read(ptr, length)
+    def refuse(ptr: int, length: int) -> int:
+        mem.check(ptr, length)
+        _log.warning("%s: Spirit %r sent %d bytes, over its max_message_size %d",
+                     fn, spirit.name, length, spirit.limits.max_message_size)
+        return _INVALID
 
-    return payload
+    return refuse
 
 
 def vudo_send(ctx: LoaContext) -> Callable[[int, int, int, int], int]:
     """Copy a payload into the named Spirit's inbox: Ok, NotFound, or Error when it is full."""
     spirit = ctx.spirit
-    read_str = spirit.memory_or_null.read_string
-    payload = _payload_reader(ctx, "vudo_send")
+    mem = spirit.memory_or_null
+    read, read_str = mem.read_bytes, mem.read_string
+    cap = spirit.limits.max_message_size
+    refuse = _refuse_oversized(ctx, "vudo_send")
     name = spirit.name
-    broker = spirit.broker
+    post = spirit.broker.post
 
     def host(to_ptr: int, to_len: int, ptr: int, length: int) -> int:
         to = read_str(to_ptr & _MASK, to_len & _MASK)
-        data = payload(ptr, length)
-        if data is None:
-            return _INVALID
-        return int(broker.post(name, to, data))
+        length &= _MASK
+        if cap is not None and length > cap:
+            return refuse(ptr & _MASK, length)
+        return post(name, to, read(ptr & _MASK, length))
 
     return host
 
 
+@functools.lru_cache(maxsize=1024)
+def _sender_prefix(sender: str) -> bytes:
+    data = sender.encode("utf-8")
+    return _U32(len(data)) + data
+
+
 def _message_block(msg: Message) -> bytes:
     """``[sender_len u32][sender][payload_len u32][payload]``."""
-    sender = msg.from_.encode("utf-8")
-    return b"".join((_U32(len(sender)), sender, _U32(len(msg.payload)), msg.payload))
+    return b"".join((_sender_prefix(msg.from_), _U32(len(msg.payload)), msg.payload))
 
 
 def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
@@ -75,22 +78,41 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
     name = spirit.name
     outstanding = spirit._message_blocks
 
-    def host() -> int:
-        # Allocate for the head first, so a full heap leaves the message queued...
+    requeue: Callable[[Message], None] | None = getattr(broker, "requeue", None)
+    alloc, write = mem.allocator.alloc, mem.write_bytes  # bound once: this is a hot path
+
+    def take_then_allocate() -> int:
+        # In-process broker: take the message, and put it back if the heap is full.
+        msg = broker.recv(name)
+        if msg is None:
+            return 0
+        block = _message_block(msg)
+        ptr = alloc(len(block), 8, zero=False)  # written in full below
+        if ptr == 0:
+            assert requeue is not None
+            requeue(msg)  # the Spirit may free memory and retry
+            return 0
+        write(ptr, block)
+        outstanding.add(ptr)
+        return ptr
+
+    def allocate_then_take() -> int:
+        # A broker that acknowledges on recv (NATS): allocate for the head first, so a full
+        # heap leaves the message queued...
         msg = broker.peek(name)
         if msg is None:
             return 0
         block = _message_block(msg)
-        ptr = mem.alloc(len(block), 8, zero=False)  # written in full below
+        ptr = mem.alloc(len(block), 8, zero=False)
         if ptr == 0:
-            return 0  # the Spirit may free memory and retry
-        # ...then take it. Another consumer (a host thread) may have taken the head meanwhile:
-        # the Spirit gets whatever was taken, never a copy of a message someone else has.
+            return 0
+        # ...then take it. Another consumer may have taken the head meanwhile: the Spirit gets
+        # whatever was taken, never a copy of a message someone else has.
         taken = broker.recv(name)
-        if taken is None:  # emptied meanwhile, or a distributed broker could not take it
+        if taken is None:  # emptied meanwhile, or the broker could not take it
             mem.free(ptr)
             return 0
-        if taken != msg:
+        if taken is not msg and taken != msg:
             block = _message_block(taken)
             if len(block) > (mem.allocator.size_of(ptr) or 0):
                 bigger = mem.realloc(ptr, 0, len(block))
@@ -102,7 +124,9 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
         outstanding.add(ptr)
         return ptr
 
-    return host
+    return take_then_allocate if requeue is not None else allocate_then_take
+
+
 
 
 def vudo_pending(ctx: LoaContext) -> Callable[[], int]:
@@ -118,14 +142,18 @@ def vudo_pending(ctx: LoaContext) -> Callable[[], int]:
 
 def vudo_broadcast(ctx: LoaContext) -> Callable[[int, int], int]:
     """Send to every Spirit of the session, the sender included; Error if one refused it."""
-    broker = ctx.spirit.broker
-    name = ctx.spirit.name
-    payload = _payload_reader(ctx, "vudo_broadcast")
+    spirit = ctx.spirit
+    broker = spirit.broker
+    read = spirit.memory_or_null.read_bytes
+    cap = spirit.limits.max_message_size
+    refuse = _refuse_oversized(ctx, "vudo_broadcast")
+    name = spirit.name
 
     def host(ptr: int, length: int) -> int:
-        data = payload(ptr, length)
-        if data is None:
-            return _INVALID
+        length &= _MASK
+        if cap is not None and length > cap:
+            return refuse(ptr & _MASK, length)
+        data = read(ptr & _MASK, length)
         expected = len(broker.spirits())
         return _OK if broker.broadcast(name, data) >= expected else _ERROR
 
@@ -134,7 +162,7 @@ def vudo_broadcast(ctx: LoaContext) -> Callable[[int, int], int]:
 
 def vudo_free_message(ctx: LoaContext) -> Callable[[int], None]:
     """Release a block returned by ``vudo_recv``; other pointers are ignored."""
-    free = ctx.spirit.memory_or_null.free
+    free = ctx.spirit.memory_or_null.allocator.free
     outstanding = ctx.spirit._message_blocks
 
     def host(ptr: int) -> None:
