@@ -42,10 +42,11 @@ c_size_t = ctypes.c_size_t
 
 # wasmtime_error_t *wasmtime_func_call_unchecked(ctx, const wasmtime_func_t *func,
 #     wasmtime_val_raw_t *args_and_results, size_t len, wasm_trap_t **trap)
-# CFUNCTYPE (not the DLL attribute) so that the GIL is released while wasm runs.
-call_unchecked = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)(
-    _addr(_dll.wasmtime_func_call_unchecked)
-)
+# A private function pointer with no argtypes: callers pass ready ctypes objects
+# (c_void_p/c_size_t), so ctypes converts nothing; a CDLL function releases the GIL while
+# wasm runs.
+call_unchecked = _dll._FuncPtr(("wasmtime_func_call_unchecked", _dll))
+call_unchecked.restype = c_void_p
 
 #: The callback type of an unchecked host function: (env, caller, args_and_results, len) -> trap.
 HOST_CALLBACK = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_void_p, c_size_t)
