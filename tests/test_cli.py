@@ -773,7 +773,7 @@ def test_seance_failing_steps_exit_1(tmp_path: Path) -> None:
         assert result.exit_code == 1, (step, result.stderr)
         assert expected in error_line(result), step
         assert "[1] desk.count() -> 0 ok" in result.stdout
-        assert "2 step(s) failed" in result.stdout  # the summary is printed anyway
+        assert "step 2 of 2 failed" in result.stdout  # the summary is printed anyway
 
 
 def test_seance_manifest_errors_exit_2(tmp_path: Path) -> None:

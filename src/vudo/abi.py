@@ -99,6 +99,7 @@ class HostFunctionSpec:
 _PL: tuple[tuple[str, ValType], ...] = (("ptr", "i32"), ("len", "i32"))
 _OK_ERR = (ResultCode.OK, ResultCode.ERROR)
 
+#: The 22 host functions of host-abi.md, in the order of its table: the single source of truth.
 HOST_FUNCTIONS: tuple[HostFunctionSpec, ...] = (
     # io
     HostFunctionSpec("vudo_print", "io", _PL, (), "write text, no newline"),
@@ -182,6 +183,7 @@ HOST_FUNCTIONS: tuple[HostFunctionSpec, ...] = (
     ),
 )
 
+#: :data:`HOST_FUNCTIONS` by import name.
 HOST_FUNCTIONS_BY_NAME: dict[str, HostFunctionSpec] = {f.name: f for f in HOST_FUNCTIONS}
 
 assert len(HOST_FUNCTIONS) == 22, "host-abi.md defines exactly 22 host functions"

@@ -78,10 +78,10 @@ class Seance:
         debug: bool = False,
     ) -> None:
         self.debug = debug
-        #: The session's message broker (the in-process :class:`MessageBus` by default).
         # A broker given by the caller stays the caller's to close (it may serve other
         # sessions); the session closes only the bus it made.
         self._owns_broker = broker is None
+        #: The session's message broker (the in-process :class:`MessageBus` by default).
         self.messages: MessageBroker = (
             broker if broker is not None else MessageBus(capacity=inbox_capacity, debug=debug)
         )
@@ -408,6 +408,15 @@ class AsyncSeance:
     def loas(self) -> LoaRegistry:
         """The session's Loas."""
         return self.sync.loas
+
+    @property
+    def dismissed(self) -> bool:
+        """Whether the session was dismissed."""
+        return self.sync.dismissed
+
+    def stats(self, name: str) -> SpiritStats:
+        """Calls, failures and time spent in calls of the Spirit ``name``."""
+        return self.sync.stats(name)
 
     @property
     def messages(self) -> MessageBroker:

@@ -393,6 +393,7 @@ class Spirit:
         self.logger: Logger = logger if logger is not None else StdLogger(name)
         self.time_provider: TimeProvider = time_provider or SystemTimeProvider()
         self.random_provider: RandomProvider = random_provider or SystemRandomProvider()
+        self._owns_effects = effect_handler is None
         self.effect_handler: EffectHandler = effect_handler or StandardEffectHandler()
         self.debug_handler: DebugHandler = debug_handler or DefaultDebugHandler(debug)
         self.loas: LoaRegistry = loas if loas is not None else LoaRegistry()
@@ -919,9 +920,15 @@ class Spirit:
     @property
     def memory(self) -> WasmMemory:
         """The Spirit's linear memory (``VudoError`` if the module has none)."""
-        if self._memory is None:
+        memory: WasmMemory | None = getattr(self, "_memory", None)
+        if memory is None:
+            if not hasattr(self, "_memory"):
+                raise VudoError(
+                    f"Spirit {self.name!r} is still linking: its memory does not exist yet "
+                    "(a host function factory should read ctx.memory inside the function)"
+                )
             raise VudoError(f"Spirit {self.name!r} has no memory")
-        return self._memory
+        return memory
 
     @property
     def has_memory(self) -> bool:
@@ -969,10 +976,13 @@ class Spirit:
         return self.broker.post(from_, self.name, payload, channel) == ResultCode.OK
 
     def close(self) -> None:
-        """Terminate the Spirit and release its inbox (and its private bus)."""
+        """Terminate the Spirit and release its inbox (and the bus and effect handler it made
+        for itself)."""
         self.terminate(self.termination_cause or "closed")
         if self._owns_broker:
             self.broker.close()
+        if self._owns_effects and isinstance(self.effect_handler, StandardEffectHandler):
+            self.effect_handler.close()
 
     def __enter__(self) -> Spirit:
         return self

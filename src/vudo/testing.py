@@ -3,13 +3,17 @@
 Pass them when loading a Spirit and assert on what its host functions did::
 
     from vudo import load_spirit
-    from vudo.testing import MockLogger, MockTimeProvider
+    from vudo.testing import MockLogger
 
-    logger, clock = MockLogger(), MockTimeProvider()
-    clock.set_time(1_000)
-    spirit = load_spirit("hello_world.wasm", logger=logger, time_provider=clock)
+    logger = MockLogger()
+    spirit = load_spirit(
+        '(module (import "vudo" "vudo_print" (func $p (param i32 i32)))'
+        ' (memory (export "memory") 1) (data (i32.const 16) "Hello")'
+        ' (func (export "greet") (call $p (i32.const 16) (i32.const 5))))',
+        logger=logger,
+    )
     spirit.call("greet")
-    assert logger.output == "Hello, World!"
+    assert logger.output == "Hello"
 
 Every double satisfies its Protocol (``isinstance(MockLogger(), vudo.Logger)`` holds), records
 what it receives in plain lists of tuples (named tuples, so they compare equal to plain ones), is
@@ -61,7 +65,7 @@ class MockLogger(LoggerBase):
     - ``records``: every log record as ``(level, text)``, in order (``vudo_log``,
       ``vudo_error``, and the ``debug``/``info``/``warn``/``error`` methods).
     - ``messages``: the same records formatted ``"[LEVEL] text"`` (``"[INFO] ready"``,
-      ``"[WARN] low"``), as in the seed's ``MockLogger``.
+      ``"[WARN] low"``), as in ``@vudo/runtime``'s ``MockLogger``.
     - ``errors``: the texts of the records at ERROR.
     - ``outputs``: text written with ``print`` (as is) and ``println`` (with ``"\\n"``
       appended), one entry per call; ``output`` is their concatenation, i.e. what a terminal
@@ -239,8 +243,8 @@ class MockEffectHandler(DefaultEffectHandler):
       code of an effect id (e.g. NotPermitted or Error) without performing it, taking
       precedence over registered handlers and the standard ids.
 
-    Naming: the seed's mock had ``emit(channel, payload)`` to notify subscribers, but ``emit``
-    is already the :class:`~vudo.providers.EffectHandler` protocol method called by
+    Naming: ``@vudo/runtime``'s mock has ``emit(channel, payload)`` to notify subscribers, but
+    ``emit`` is already the :class:`~vudo.providers.EffectHandler` protocol method called by
     ``vudo_emit_effect`` (``emit(spirit, effect_id, payload)``). ``emit`` keeps the protocol
     meaning; sending a notification to a channel's subscribers is :meth:`notify`
     ``(channel, payload)`` (inherited), delivered with the sender ``channel:<name>``.
@@ -301,8 +305,9 @@ class DebugMessage(NamedTuple):
 class MockDebugHandler:
     """A :class:`~vudo.providers.DebugHandler` that records instead of debugging.
 
-    ``breakpoints`` holds ``(spirit, backtrace)`` per ``vudo_breakpoint`` (the backtrace lists
-    the Spirit's exports being executed, outermost first, then ``"vudo_breakpoint"``);
+    ``breakpoints`` holds ``(spirit, backtrace)`` per ``vudo_breakpoint`` (the backtrace ends
+    with ``"vudo_breakpoint"``; Spirits loaded with ``debug=True`` or limits also list the
+    exports being executed, outermost first);
     ``assertion_failures`` and ``panics`` hold ``(spirit, message)``. ``on_breakpoint``, if
     given, is called with the live Spirit at each breakpoint, e.g. to inspect its memory.
     """

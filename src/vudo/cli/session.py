@@ -319,7 +319,7 @@ class _Bar:
 
 
 def _summary(manifest: Manifest, seance: Seance, broker: CountingBroker, seconds: float,
-             failed: bool) -> None:
+             failed_step: int | None) -> None:
     table = Table(title=f"session {manifest.name}", title_justify="left", show_edge=False)
     for column in ("Spirit", "calls", "failures", "sent", "received", "pending", "time"):
         table.add_column(column, justify="left" if column == "Spirit" else "right")
@@ -330,8 +330,11 @@ def _summary(manifest: Manifest, seance: Seance, broker: CountingBroker, seconds
             str(broker.sent.get(name, 0)), str(broker.received.get(name, 0)),
             str(seance.pending(name)), f"{stats.seconds * 1000:.1f} ms",
         )
-    outcome = "failed" if failed else "completed"
-    line = Text(f"{len(manifest.steps)} step(s) {outcome} in {seconds:.3f} s")
+    total = len(manifest.steps)
+    line = Text(
+        f"{total} step(s) completed in {seconds:.3f} s" if failed_step is None
+        else f"step {failed_step} of {total} failed after {seconds:.3f} s"
+    )
 
     def render(console: Console) -> None:
         console.print(table)
@@ -430,6 +433,7 @@ def seance_command(ctx: click.Context, manifest_source: str, quiet: bool,
             runner.prepare()
             started = time.perf_counter()
             failure: BaseException | None = None
+            done = 0
             with _Bar(not quiet, len(manifest.steps)) as runner.bar:
                 try:
                     with stop_on_interrupt(lambda: _interrupt_all(seance)):
@@ -437,10 +441,11 @@ def seance_command(ctx: click.Context, manifest_source: str, quiet: bool,
                             runner.bar.describe(step.title)
                             runner.run(step)
                             runner.bar.advance()
+                            done += 1
                 except Exception as exc:
                     failure = exc
             output.ensure_newline()
             _summary(manifest, seance, counting, time.perf_counter() - started,
-                     failure is not None)
+                     None if failure is None else done + 1)
             if failure is not None:
                 raise failure
