@@ -2,9 +2,9 @@
 
 Every access is checked against the memory's current size and raises
 :class:`~vudo.errors.MemoryAccessError` instead of reading junk. The engine is configured so that
-memories never move, which lets reads and writes go straight through the data pointer (one copy
-into a Python object, none more); the size is re-read only when an access seems out of bounds
-(memories only grow).
+memories never move, which lets reads and writes go through one memoryview of the whole linear
+memory (one copy into a Python object, none more, and no foreign call); the size is re-read, and
+the view widened, only when an access seems out of bounds (memories only grow).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = ["PAGE_SIZE", "WasmMemory"]
 #: Bytes in a WebAssembly page.
 PAGE_SIZE = 65536
 
-_string_at = ctypes.string_at
+_ZEROS = bytes(65536)  # source for clearing blocks up to a page without a foreign call
 _memmove = ctypes.memmove
 _memset = ctypes.memset
 _U32 = struct.Struct("<I")
@@ -67,7 +67,9 @@ class WasmMemory:
         self._memory = memory
         self._name = name
         self._base: int = ctypes.addressof(memory.data_ptr(store).contents)
-        self._size: int = memory.data_len(store)
+        self._size: int = 0
+        self._view = memoryview(b"")
+        self._refresh()
         #: Bytes the module had at instantiation; the host heap lives above this.
         self.heap_floor = self._size
         self._max_pages: int | None = memory.type(store).limits.max
@@ -80,11 +82,19 @@ class WasmMemory:
         self.allocator: Allocator = kinds[allocator](self._grow_for_heap, self._zero, self._move)
 
     # size and growth -----------------------------------------------------------------------
+    def _refresh(self) -> int:
+        """Re-read the size; on growth, widen the view (the base never moves: memories are
+        configured not to, so views over the old range stay valid)."""
+        size = self._memory.data_len(self._store)
+        if size != self._size:
+            self._view = memoryview((ctypes.c_ubyte * size).from_address(self._base)).cast("B")
+            self._size = size
+        return size
+
     @property
     def size(self) -> int:
         """Current size in bytes."""
-        self._size = self._memory.data_len(self._store)
-        return self._size
+        return self._refresh()
 
     @property
     def pages(self) -> int:
@@ -112,7 +122,7 @@ class WasmMemory:
             old = int(self._memory.grow(self._store, pages))
         except wasmtime.WasmtimeError:
             return -1
-        self._size = self._memory.data_len(self._store)
+        self._refresh()
         return old
 
     def _grow_for_heap(self, min_bytes: int) -> tuple[int, int] | None:
@@ -142,26 +152,30 @@ class WasmMemory:
         self._check(ptr, length)
 
     def _zero(self, ptr: int, length: int) -> None:
-        _memset(self._check(ptr, length), 0, length)
+        addr = self._check(ptr, length)
+        if length <= len(_ZEROS):
+            self._view[ptr:ptr + length] = _ZEROS[:length]
+        else:
+            _memset(addr, 0, length)
 
     def _move(self, dst: int, src: int, length: int) -> None:
         _memmove(self._check(dst, length), self._check(src, length), length)
 
     # bytes ---------------------------------------------------------------------------------
     def read_bytes(self, ptr: int, length: int) -> bytes:
-        """Copy ``length`` bytes starting at ``ptr``."""
+        """Copy ``length`` bytes starting at ``ptr`` (one copy, from a view of the memory)."""
         if ptr < 0 or length < 0 or ptr + length > self._size:
             self._check(ptr, length)
-        return _string_at(self._base + ptr, length)
+        return self._view[ptr:ptr + length].tobytes()
 
     def write_bytes(self, ptr: int, data: bytes | bytearray | memoryview) -> int:
-        """Write ``data`` at ``ptr`` with one ``memmove``; return the number of bytes written."""
-        n = len(data)
-        addr = self._check(ptr, n)
-        if n:
-            if isinstance(data, memoryview):
-                data = data.tobytes()
-            _memmove(addr, bytes(data) if isinstance(data, bytearray) else data, n)
+        """Write ``data`` at ``ptr`` with one copy; return the number of bytes written."""
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        if ptr < 0 or ptr + n > self._size:
+            self._check(ptr, n)
+        if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
+            data = data.cast("B") if data.c_contiguous else data.tobytes()
+        self._view[ptr:ptr + n] = data
         return n
 
     def fill(self, ptr: int, value: int, length: int) -> None:
@@ -173,7 +187,7 @@ class WasmMemory:
         """Decode ``length`` bytes of UTF-8 at ``ptr``; invalid sequences become U+FFFD."""
         if ptr < 0 or length < 0 or ptr + length > self._size:
             self._check(ptr, length)
-        return _string_at(self._base + ptr, length).decode("utf-8", "replace")
+        return str(self._view[ptr:ptr + length], "utf-8", "replace")
 
     def write_string(self, ptr: int, text: str) -> int:
         """Write ``text`` as UTF-8 (no prefix, no terminator) at ``ptr``; return bytes written."""
@@ -328,6 +342,7 @@ class NullMemory(WasmMemory):
         self._name = name
         self._base = 0
         self._size = 0
+        self._view = memoryview(b"")
         self.heap_floor = 0
         self._max_pages = 0
         self.allocator = FreeListAllocator(lambda _n: None, self._zero, self._move)
