@@ -16,40 +16,12 @@ from vudo import LogLevel
 from vudo.cli._common import examples_dir, resolve_source
 from vudo.cli.inspection import inspect_module
 from vudo.cli.manifest import load_manifest
+from vudo.testing import MockLogger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "src" / "vudo" / "examples"
 SPIRIT_EXAMPLES = ["calculator", "greeter", "point", "ping", "pong"]
 POINT = vudo.gene_layout("Point", [("x", "i64"), ("y", "i64")])
-
-
-class RecordingLogger:
-    """A Logger that keeps what the Spirit printed and logged."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.records: list[tuple[LogLevel, str]] = []
-
-    def log(self, level: LogLevel, message: str) -> None:
-        self.records.append((LogLevel(level), message))
-
-    def debug(self, message: str) -> None:
-        self.log(LogLevel.DEBUG, message)
-
-    def info(self, message: str) -> None:
-        self.log(LogLevel.INFO, message)
-
-    def warn(self, message: str) -> None:
-        self.log(LogLevel.WARN, message)
-
-    def error(self, message: str) -> None:
-        self.log(LogLevel.ERROR, message)
-
-    def print(self, message: str) -> None:
-        self.text += message
-
-    def println(self, message: str) -> None:
-        self.text += message + "\n"
 
 
 def test_examples_ship_inside_the_package() -> None:
@@ -67,7 +39,7 @@ def test_examples_ship_inside_the_package() -> None:
 def test_every_example_links_and_loads(name: str) -> None:
     report = inspect_module(EXAMPLES / f"{name}.wat")
     assert report["links"] is True and report["warnings"] == []
-    with vudo.load_spirit(EXAMPLES / f"{name}.wat", logger=RecordingLogger()) as spirit:
+    with vudo.load_spirit(EXAMPLES / f"{name}.wat", logger=MockLogger()) as spirit:
         assert spirit.functions
 
 
@@ -83,14 +55,14 @@ def test_calculator() -> None:
 
 
 def test_greeter_prints_and_logs() -> None:
-    logger = RecordingLogger()
+    logger = MockLogger()
     greeter = vudo.load_spirit(EXAMPLES / "greeter.wat", logger=logger)
     assert greeter.call("main") is None
-    assert logger.text == "Hello from a Spirit!\n"
+    assert logger.output == "Hello from a Spirit!\n"
     assert logger.records == [(LogLevel.INFO, "greeter is starting"),
                               (LogLevel.DEBUG, "greeter is done")]
     assert greeter.call("greet_times", 3) == 3
-    assert logger.text.count("Hello from a Spirit!\n") == 4
+    assert logger.output.count("Hello from a Spirit!\n") == 4
     assert {i.name for i in greeter.module.imports} == {"vudo_println", "vudo_log"}
 
 
@@ -124,7 +96,7 @@ def _play(seance: vudo.Seance, player: str, n: int) -> int:
 
 
 def test_ping_pong_in_a_seance() -> None:
-    logger = RecordingLogger()
+    logger = MockLogger()
     with vudo.Seance(logger=logger) as seance:
         seance.summon("ping", EXAMPLES / "ping.wat")
         seance.summon("pong", EXAMPLES / "pong.wat")
@@ -137,7 +109,7 @@ def test_ping_pong_in_a_seance() -> None:
 
 
 def test_pong_replies_to_whoever_sent_the_message() -> None:
-    logger = RecordingLogger()
+    logger = MockLogger()
     with vudo.Seance(logger=logger) as seance:
         # a second player, running ping.wat under another name: pong reads the sender from
         # the received block instead of assuming "ping"
@@ -155,7 +127,7 @@ def test_pong_replies_to_whoever_sent_the_message() -> None:
 
 
 def test_ping_notices_a_wrong_reply() -> None:
-    logger = RecordingLogger()
+    logger = MockLogger()
     with vudo.Seance(logger=logger) as seance:
         seance.summon("ping", EXAMPLES / "ping.wat")
         seance.summon("pong", EXAMPLES / "pong.wat")
