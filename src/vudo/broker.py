@@ -145,7 +145,9 @@ class MessageBus:
     # sending ------------------------------------------------------------------------------
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a copy of ``payload`` for ``to``: OK, NOT_FOUND, or ERROR when full."""
-        msg = Message(from_, to, channel, bytes(payload), _now() * 1000.0)
+        # Copy what the sender could still change; bytes are immutable already.
+        data = payload if type(payload) is bytes else bytes(payload)
+        msg = Message(from_, to, channel, data, _now() * 1000.0)
         with self._lock:
             inbox = self._inboxes.get(to)
             if inbox is None:

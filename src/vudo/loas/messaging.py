@@ -50,11 +50,13 @@ def vudo_send(ctx: LoaContext) -> Callable[[int, int, int, int], int]:
     post = spirit.broker.post
 
     def host(to_ptr: int, to_len: int, ptr: int, length: int) -> int:
-        to = read_str(to_ptr & _MASK, to_len & _MASK)
+        to_ptr &= _MASK
+        ptr &= _MASK
         length &= _MASK
+        to = read_str(to_ptr, to_len & _MASK)
         if cap is not None and length > cap:
-            return refuse(ptr & _MASK, length)
-        return post(name, to, read(ptr & _MASK, length))
+            return refuse(ptr, length)
+        return post(name, to, read(ptr, length))
 
     return host
 
@@ -166,9 +168,10 @@ def vudo_free_message(ctx: LoaContext) -> Callable[[int], None]:
     outstanding = ctx.spirit._message_blocks
 
     def host(ptr: int) -> None:
-        ptr &= _MASK
-        if ptr in outstanding:
-            outstanding.discard(ptr)
-            free(ptr)
+        try:
+            outstanding.remove(ptr & _MASK)
+        except KeyError:
+            return  # not a message block: never free what the Spirit did not receive
+        free(ptr & _MASK)
 
     return host
