@@ -138,7 +138,7 @@ class FreeListAllocator:
         """
         if size < 0 or size > _MAX_ALLOC or align < 1 or align & (align - 1):
             return 0
-        size = _round_up(max(size, 1), 8)
+        size = (size + 7) & ~7 if size else 8  # _round_up(max(size, 1), 8), inlined: hot path
         quick = self._quick.get(size) if align <= 8 else None
         if quick:
             ptr = quick.pop()

@@ -39,6 +39,7 @@ class Message(NamedTuple):
 
 
 MessageCallback = Callable[[Message], None]
+_new_tuple = tuple.__new__
 
 
 @runtime_checkable
@@ -147,7 +148,8 @@ class MessageBus:
         """Queue a copy of ``payload`` for ``to``: OK, NOT_FOUND, or ERROR when full."""
         # Copy what the sender could still change; bytes are immutable already.
         data = payload if type(payload) is bytes else bytes(payload)
-        msg = Message(from_, to, channel, data, _now() * 1000.0)
+        # tuple.__new__ skips the named tuple's Python-level __new__ (this runs on every send).
+        msg = _new_tuple(Message, (from_, to, channel, data, _now() * 1000.0))
         with self._lock:
             inbox = self._inboxes.get(to)
             if inbox is None:
@@ -156,7 +158,8 @@ class MessageBus:
                 first, inbox.refusing = not inbox.refusing, True
                 capacity = inbox.capacity
             else:
-                inbox.refusing = False
+                if inbox.refusing:
+                    inbox.refusing = False
                 inbox.queue.append(msg)
                 hooks = inbox.hooks
                 capacity = 0
