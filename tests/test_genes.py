@@ -240,3 +240,52 @@ def test_host_heap_exhausted_by_a_string_field_leaves_the_gene_untouched(
         mem.write_gene(64, {"first": "fits", "second": "x" * 100_000}, layout)
     assert mem.read_bytes(64, layout.size) == b"\xcd" * layout.size
     assert mem.allocator.in_use == in_use  # the first string was released again
+
+
+# ------------------------------------------------------------------------------------------
+# The packed path for complete writes: same bytes and same errors as field by field
+# ------------------------------------------------------------------------------------------
+PLAIN = gene_layout("Plain", [("a", "i32"), ("b", "i64"), ("ok", "bool"), ("w", "f64"),
+                              ("f", "f32")])  # a@0, pad 4..8, b@8, ok@16, pad 20..24, w@24, f@32
+
+
+def test_complete_write_leaves_padding_and_gaps_untouched(spirit: vudo.Spirit) -> None:
+    mem = spirit.memory
+    ptr = 4096
+    mem.fill(ptr, 0xAA, PLAIN.size)
+    mem.write_gene(ptr, {"a": -1, "b": 2**40, "ok": True, "w": 0.5, "f": 1.5}, PLAIN)
+    raw = mem.read_bytes(ptr, PLAIN.size)
+    assert raw[4:8] == b"\xaa" * 4 and raw[20:24] == b"\xaa" * 4 and raw[36:40] == b"\xaa" * 4
+    assert mem.read_gene(ptr, PLAIN) == {"a": -1, "b": 2**40, "ok": True, "w": 0.5, "f": 1.5}
+
+
+@pytest.mark.parametrize("value", [
+    True, 7, -(2**31), 2**31 - 1, 2**31, -(2**31) - 1, 2**63, 1.5, float("inf"), 3.4e39,
+    "x", None, vudo.ResultCode.NOT_FOUND,
+])
+@pytest.mark.parametrize("field", ["a", "b", "ok", "w", "f"])
+def test_complete_write_validates_exactly_like_a_partial_one(
+    spirit: vudo.Spirit, field: str, value: object
+) -> None:
+    mem = spirit.memory
+    base = {"a": 1, "b": 2, "ok": False, "w": 3.0, "f": 4.0}
+    complete = {**base, field: value}
+
+    def outcome(write: Callable[[int], None], ptr: int) -> object:
+        mem.fill(ptr, 0x55, PLAIN.size)
+        try:
+            write(ptr)
+        except Exception as exc:
+            return type(exc), mem.read_bytes(ptr, PLAIN.size)
+        return mem.read_bytes(ptr, PLAIN.size)
+
+    def all_at_once(ptr: int) -> None:
+        mem.write_gene(ptr, complete, PLAIN)
+
+    def field_by_field(ptr: int) -> None:
+        for f in PLAIN.fields:  # validate all first, as write_gene does, then write one by one
+            mem.write_gene(5000, {f.name: complete[f.name]}, PLAIN)
+        for f in PLAIN.fields:
+            mem.write_gene(ptr, {f.name: complete[f.name]}, PLAIN)
+
+    assert outcome(all_at_once, 4096) == outcome(field_by_field, 8192)

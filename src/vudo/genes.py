@@ -59,8 +59,10 @@ class GeneLayout:
     fields: tuple[GeneField, ...]
     size: int
     alignment: int = 8
-    # Compiled once: one struct reading every field at once (None if fields overlap).
+    # Compiled once: one struct reading every field at once (None if fields overlap), and the
+    # runs of adjacent scalar fields a complete write packs at once (None with string fields).
     _reader: struct.Struct | None = field(default=None, init=False, repr=False, compare=False)
+    _runs: tuple[_Run, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __init__(
         self, name: str, fields: Iterable[GeneField], size: int, alignment: int = 8
@@ -82,6 +84,8 @@ class GeneLayout:
                     f"does not fit in {size} bytes"
                 )
         object.__setattr__(self, "_reader", _compile_reader(self.fields, size))
+        plain = self._reader is not None and all(f.type != "string" for f in self.fields)
+        object.__setattr__(self, "_runs", _compile_runs(self.fields) if plain else None)
 
     def field(self, name: str) -> GeneField:
         """The field called ``name`` (``KeyError`` if absent)."""
@@ -104,6 +108,58 @@ def _compile_reader(fields: tuple[GeneField, ...], size: int) -> struct.Struct |
         fmt += FIELD_FORMATS[f.type][1][1:]
         pos = f.offset + f.size
     return struct.Struct(fmt + (f"{size - pos}x" if size > pos else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Adjacent scalar fields written with one struct (no padding between them)."""
+
+    offset: int
+    packer: struct.Struct
+    fields: tuple[GeneField, ...]
+
+
+def _compile_runs(fields: tuple[GeneField, ...]) -> tuple[_Run, ...]:
+    runs: list[list[GeneField]] = []
+    for f in fields:
+        if runs and runs[-1][-1].offset + runs[-1][-1].size == f.offset:
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    return tuple(
+        _Run(run[0].offset,
+             struct.Struct("<" + "".join(FIELD_FORMATS[f.type][1][1:] for f in run)),
+             tuple(run))
+        for run in runs
+    )
+
+
+def pack_complete(
+    layout: GeneLayout, values: Mapping[str, object]
+) -> list[tuple[int, bytes]] | None:
+    """Pack a complete set of plain values run by run, or ``None`` when the careful path must
+    decide (a missing field, a string field, a value of another type or out of range)."""
+    runs = layout._runs
+    if runs is None or len(values) != len(layout.fields):
+        return None
+    out: list[tuple[int, bytes]] = []
+    try:
+        for run in runs:
+            args: list[object] = []
+            for f in run.fields:
+                v = values[f.name]
+                t = type(v)
+                if f.type == "bool":
+                    if t is not bool and t is not int:
+                        return None
+                    v = 1 if v else 0
+                elif t is not int and (t is not float or f.type in ("i32", "i64")):
+                    return None
+                args.append(v)
+            out.append((run.offset, run.packer.pack(*args)))
+    except (KeyError, struct.error, OverflowError):
+        return None
+    return out
 
 
 def gene_layout(

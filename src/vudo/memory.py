@@ -18,7 +18,7 @@ import wasmtime
 
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .errors import MemoryAccessError
-from .genes import FIELD_FORMATS, GeneLayout, encode_scalar
+from .genes import FIELD_FORMATS, GeneLayout, encode_scalar, pack_complete
 
 __all__ = ["PAGE_SIZE", "WasmMemory"]
 
@@ -299,6 +299,12 @@ class WasmMemory:
         Fields missing from ``values`` are left unchanged; a ``str`` for a string field is
         allocated as a length-prefixed string in the host heap.
         """
+        fast = pack_complete(layout, values)
+        if fast is not None:  # every field given, plain and valid: one write per run
+            self._check(ptr, layout.size)
+            for offset, chunk in fast:
+                self._view[ptr + offset:ptr + offset + len(chunk)] = chunk
+            return
         unknown = set(values) - {f.name for f in layout.fields}
         if unknown:
             raise KeyError(f"gene {layout.name} has no field(s) {', '.join(sorted(unknown))}")
