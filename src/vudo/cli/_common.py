@@ -188,19 +188,14 @@ def _details(exc: BaseException) -> list[str]:
     return lines
 
 
-def _trap_reason(message: str) -> str:
-    """The cause of a wasmtime trap without the backtrace wasmtime puts first."""
-    head, sep, cause = message.partition("Caused by:")
-    reason = one_line(cause if sep else head)
-    return reason.removeprefix("wasm trap: ")
-
-
 def error_message(exc: BaseException) -> str:
     """The one-line description of ``exc`` printed after ``error:``."""
     if isinstance(exc, CliFailure):
         return one_line(exc.message)
     if type(exc) is SpiritTrap:
-        return f"Spirit {exc.spirit!r} trapped in {exc.function}: {_trap_reason(exc.message)}"
+        # SpiritTrap.message is already wasmtime's one-line cause (vudo.spirit._trap_cause).
+        reason = exc.message.removeprefix("wasm trap: ")
+        return f"Spirit {exc.spirit!r} trapped in {exc.function}: {reason}"
     if isinstance(exc, VudoError):
         return one_line(str(exc))
     return f"internal error: {type(exc).__name__}: {one_line(str(exc))} (--traceback shows where)"
