@@ -30,22 +30,27 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path, PurePath
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import Any, Self
 
 import httpx
 
+from ._config.permissions import (
+    DEFAULT_DB_MAX_ROWS,
+    DEFAULT_DB_TIMEOUT,
+    DEFAULT_FS_MAX_READ,
+    DEFAULT_HTTP_MAX_RESPONSE,
+    DEFAULT_HTTP_TIMEOUT,
+    Permissions,
+)
+from ._host import EffectTarget
+from ._providers import DefaultEffectHandler
 from .abi import EffectId, ResultCode
-from .providers import DefaultEffectHandler
-
-if TYPE_CHECKING:
-    from .spirit import Spirit
 
 __all__ = [
     "DEFAULT_DB_MAX_ROWS",
@@ -68,20 +73,9 @@ __all__ = [
 
 _log = logging.getLogger("vudo.effects")
 
-#: Largest file FS_READ returns, in bytes (10 MiB).
-DEFAULT_FS_MAX_READ = 10 * 1024 * 1024
-#: Per-operation and total timeout of an HTTP request, in seconds.
-DEFAULT_HTTP_TIMEOUT = 10.0
-#: Largest HTTP response body delivered, in bytes (10 MiB).
-DEFAULT_HTTP_MAX_RESPONSE = 10 * 1024 * 1024
-#: Most rows a DB_QUERY result carries; more set ``"truncated": true``.
-DEFAULT_DB_MAX_ROWS = 1000
-#: Longest a DB_QUERY may run (and wait for a lock), in seconds.
-DEFAULT_DB_TIMEOUT = 5.0
 #: Worker threads of the pool a handler creates for itself.
 DEFAULT_MAX_WORKERS = 4
 
-_ALWAYS_ALLOWED = frozenset({int(EffectId.NOOP), int(EffectId.TERMINATE)})
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -147,169 +141,8 @@ def encode_db_query(sql: str, params: list[Any] | Mapping[str, Any] | None = Non
 # Permissions
 
 
-def _parse_host_rule(entry: str) -> tuple[str, int | None]:
-    """``host`` / ``host:port`` / ``[v6]`` / ``[v6]:port`` -> (lower-case host, port or None)."""
-    text = entry.strip().lower()
-    port: str | None = None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad HTTP host {entry!r}")
-        port = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host = text  # a name, an IPv4 address, or a bare IPv6 address
-    if not host or "/" in host or "@" in host:
-        raise ValueError(f"bad HTTP host {entry!r}")
-    if port is None:
-        return host, None
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad port in HTTP host {entry!r}")
-    return host, int(port)
-
-
-@dataclass(frozen=True, slots=True)
-class Permissions:
-    """What a Spirit may do through ``vudo_emit_effect`` and ``vudo_subscribe``.
-
-    The default grants nothing but NOOP and TERMINATE (which are always allowed). An effect id
-    must be in ``effects`` *and* its resource must be granted: FS effects need ``fs_root``
-    (FS_WRITE also ``fs_write``), HTTP effects an allow-listed host, DB_QUERY a ``database``.
-    :meth:`allow` grants the ids implied by the resources given.
-    """
-
-    #: Granted effect ids (standard or custom); NOOP and TERMINATE are allowed regardless.
-    effects: frozenset[int] = frozenset()
-    #: Directory FS_READ/FS_WRITE are confined to; resolved at each use (``None``: no files).
-    fs_root: Path | None = None
-    #: Whether FS_WRITE may create and overwrite files under ``fs_root``.
-    fs_write: bool = False
-    #: Largest file FS_READ returns, in bytes.
-    fs_max_read: int = DEFAULT_FS_MAX_READ
-    #: HTTP allow-list: ``host`` (any port) or ``host:port``; IPv6 as ``[::1]`` / ``[::1]:80``.
-    http_hosts: frozenset[str] = frozenset()
-    #: Timeout of each HTTP operation and of the whole request, in seconds.
-    http_timeout: float = DEFAULT_HTTP_TIMEOUT
-    #: Largest HTTP response body delivered, in bytes.
-    http_max_response: int = DEFAULT_HTTP_MAX_RESPONSE
-    #: SQLite database of DB_QUERY: a file path or ``":memory:"`` (``None``: no database).
-    database: str | Path | None = None
-    #: Whether DB_QUERY may change the database (INSERT, UPDATE, DELETE, CREATE, DROP...).
-    db_write: bool = False
-    #: Most rows a DB_QUERY result carries.
-    db_max_rows: int = DEFAULT_DB_MAX_ROWS
-    #: Longest a DB_QUERY may run, in seconds.
-    db_timeout: float = DEFAULT_DB_TIMEOUT
-    #: Channels ``vudo_subscribe`` may join; ``None`` means any channel the host registered.
-    channels: frozenset[str] | None = None
-    _http_rules: tuple[tuple[str, int | None], ...] = field(
-        init=False, repr=False, compare=False, default=()
-    )
-
-    def __post_init__(self) -> None:
-        # Normalise whatever iterables/strings were passed so checks can rely on the types.
-        set_ = object.__setattr__
-        set_(self, "effects", frozenset(int(e) for e in self.effects))
-        if self.fs_root is not None:
-            set_(self, "fs_root", Path(self.fs_root))
-        hosts = frozenset(h.strip().lower() for h in self.http_hosts)
-        set_(self, "http_hosts", hosts)
-        set_(self, "_http_rules", tuple(_parse_host_rule(h) for h in sorted(hosts)))
-        if self.channels is not None:
-            set_(self, "channels", frozenset(self.channels))
-        for name in ("fs_max_read", "http_max_response", "db_max_rows"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Permissions.{name} must be >= 0")
-        for name in ("http_timeout", "db_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"Permissions.{name} must be > 0")
-
-    @classmethod
-    def none(cls) -> Permissions:
-        """No effects but NOOP and TERMINATE (the default)."""
-        return cls()
-
-    @classmethod
-    def allow(
-        cls,
-        *,
-        effects: Iterable[int] = (),
-        fs_root: str | Path | None = None,
-        fs_write: bool = False,
-        http_hosts: Iterable[str] = (),
-        database: str | Path | None = None,
-        db_write: bool = False,
-        channels: Iterable[str] | None = None,
-        **limits: Any,
-    ) -> Permissions:
-        """Grant resources and the effect ids they imply.
-
-        ``fs_root`` grants FS_READ (and FS_WRITE with ``fs_write=True``), ``http_hosts`` grants
-        HTTP_GET and HTTP_POST, ``database`` grants DB_QUERY. ``effects`` adds further ids (for
-        instance SPAWN or custom ids). ``limits`` sets the other fields (``http_timeout=2.0``...).
-        """
-        ids = {int(e) for e in effects}
-        hosts = frozenset(http_hosts)
-        if fs_root is not None:
-            ids.add(EffectId.FS_READ)
-            if fs_write:
-                ids.add(EffectId.FS_WRITE)
-        if hosts:
-            ids.update((EffectId.HTTP_GET, EffectId.HTTP_POST))
-        if database is not None:
-            ids.add(EffectId.DB_QUERY)
-        return cls(
-            effects=frozenset(ids),
-            fs_root=Path(fs_root) if fs_root is not None else None,
-            fs_write=fs_write,
-            http_hosts=hosts,
-            database=database,
-            db_write=db_write,
-            channels=frozenset(channels) if channels is not None else None,
-            **limits,
-        )
-
-    def allows_effect(self, effect_id: int) -> bool:
-        """Whether ``effect_id`` is granted (NOOP and TERMINATE always are)."""
-        return effect_id in _ALWAYS_ALLOWED or effect_id in self.effects
-
-    def allows_host(self, host: str, port: int) -> bool:
-        """Whether the allow-list admits ``host`` (lower-case, IPv6 unbracketed) on ``port``."""
-        return any(h == host and (p is None or p == port) for h, p in self._http_rules)
-
-    def allows_channel(self, channel: str) -> bool:
-        """Whether ``vudo_subscribe`` may join ``channel``."""
-        return self.channels is None or channel in self.channels
-
-
 # --------------------------------------------------------------------------------------------
 # The handler
-
-
-class EffectTarget(Protocol):
-    """What the handler needs from a Spirit (the session's ``Spirit`` class provides it).
-
-    Optionally the Spirit has ``permissions: Permissions | None``, which overrides the
-    handler's default permissions for that Spirit.
-    """
-
-    @property
-    def name(self) -> str:
-        """The Spirit's name, used in logs."""
-        ...
-
-    @property
-    def terminated(self) -> bool:
-        """Whether the Spirit is terminated (its pending results are then dropped)."""
-        ...
-
-    def deliver(self, from_: str, payload: bytes, /) -> bool:
-        """Queue a message into the inbox (thread-safe); False when full or closed."""
-        ...
-
-    def terminate(self, cause: str, /) -> None:
-        """Terminate the Spirit with ``cause``."""
 
 
 class _Refused(Exception):
@@ -330,7 +163,7 @@ class _Failed(Exception):
 
 
 _Job = Callable[[], bytes]
-_Builtin = Callable[["Spirit", Permissions, bytes], _Job]
+_Builtin = Callable[[EffectTarget, Permissions, bytes], _Job]
 
 _SPLIT_SEPARATORS = re.compile(r"[\\/]")
 
@@ -525,12 +358,12 @@ class StandardEffectHandler(DefaultEffectHandler):
 
     # -- the EffectHandler protocol -------------------------------------------------------
 
-    def permissions_for(self, spirit: Spirit) -> Permissions:
+    def permissions_for(self, spirit: EffectTarget) -> Permissions:
         """``spirit.permissions`` when set, else the handler's ``permissions``."""
         own: Permissions | None = getattr(spirit, "permissions", None)
         return own if own is not None else self.permissions
 
-    def emit(self, spirit: Spirit, effect_id: int, payload: bytes) -> int:
+    def emit(self, spirit: EffectTarget, effect_id: int, payload: bytes) -> int:
         """Check, validate and start effect ``effect_id``; return a ResultCode value."""
         effect_id = int(effect_id)
         perms = self.permissions_for(spirit)
@@ -558,14 +391,14 @@ class StandardEffectHandler(DefaultEffectHandler):
             return exc.status
         return self._submit(spirit, effect_sender(effect_id), job)
 
-    def subscribe(self, spirit: Spirit, channel: str) -> int:
+    def subscribe(self, spirit: EffectTarget, channel: str) -> int:
         """Subscribe to a registered channel the Spirit may join (else NOT_PERMITTED)."""
         if not self.permissions_for(spirit).allows_channel(channel):
             _log.warning("Spirit %r refused subscription to channel %r", spirit.name, channel)
             return ResultCode.NOT_PERMITTED
         return super().subscribe(spirit, channel)
 
-    def _refuse(self, spirit: Spirit, effect_id: int, reason: str) -> int:
+    def _refuse(self, spirit: EffectTarget, effect_id: int, reason: str) -> int:
         _log.warning("Spirit %r refused effect %s: %s", spirit.name, _label(effect_id), reason)
         return ResultCode.NOT_PERMITTED
 
@@ -669,7 +502,7 @@ class StandardEffectHandler(DefaultEffectHandler):
             raise _Invalid("path names the FS root itself")
         return target
 
-    def _fs_read(self, spirit: Spirit, perms: Permissions, payload: bytes) -> _Job:
+    def _fs_read(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> _Job:
         target = self._resolve(perms, payload)
         cap = perms.fs_max_read
 
@@ -689,7 +522,7 @@ class StandardEffectHandler(DefaultEffectHandler):
 
         return job
 
-    def _fs_write(self, spirit: Spirit, perms: Permissions, payload: bytes) -> _Job:
+    def _fs_write(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> _Job:
         if not perms.fs_write:
             raise _Refused("FS write not granted")
         raw_path, data = _split_prefixed(payload, "path")
@@ -711,10 +544,10 @@ class StandardEffectHandler(DefaultEffectHandler):
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _http_get(self, spirit: Spirit, perms: Permissions, payload: bytes) -> _Job:
+    def _http_get(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> _Job:
         return self._http_job(perms, "GET", payload, None)
 
-    def _http_post(self, spirit: Spirit, perms: Permissions, payload: bytes) -> _Job:
+    def _http_post(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> _Job:
         raw_url, body = _split_prefixed(payload, "URL")
         return self._http_job(perms, "POST", raw_url, body)
 
@@ -770,7 +603,7 @@ class StandardEffectHandler(DefaultEffectHandler):
 
     # -- DB -------------------------------------------------------------------------------
 
-    def _db_query(self, spirit: Spirit, perms: Permissions, payload: bytes) -> _Job:
+    def _db_query(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> _Job:
         if perms.database is None:
             raise _Refused("no database granted")
         raw_sql, sep, raw_params = payload.partition(b"\x00")

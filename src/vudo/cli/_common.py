@@ -22,10 +22,10 @@ import click
 import wasmtime
 from rich.console import Console
 
+from .._providers import LoggerBase, StdLogger
+from .._spirit import compile_source, read_wasm
 from ..abi import LogLevel
 from ..errors import LinkError, LoadError, SpiritTrap, UnknownExportError, VudoError
-from ..providers import LoggerBase, StdLogger
-from ..spirit import compile_source, read_wasm
 
 __all__ = [
     "EXAMPLE_PREFIX",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..limits import Limits
+from .._config import Limits
 from ._common import UsageFailure, format_value, parse_size, resolve_source
 
 __all__ = ["Call", "Manifest", "SpiritSpec", "Step", "load_manifest"]

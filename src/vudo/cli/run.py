@@ -13,9 +13,9 @@ from typing import Any
 import click
 import wasmtime
 
+from .._config import Limits
+from .._spirit import load_spirit
 from ..errors import LoadError
-from ..limits import Limits
-from ..spirit import load_spirit
 from ._common import (
     CliLogger,
     Output,

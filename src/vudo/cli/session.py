@@ -22,10 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from .._config import Limits
+from .._host import Message, MessageBroker, MessageCallback
+from .._providers import MessageBus
+from .._session import Seance
 from ..abi import ResultCode
-from ..broker import Message, MessageBroker, MessageBus, MessageCallback
 from ..errors import LoadError
-from ..seance import Seance
 from ._common import (
     CliLogger,
     Output,
@@ -82,6 +84,20 @@ class CountingBroker:
         if code == ResultCode.OK:
             self.sent[from_] = self.sent.get(from_, 0) + 1
         return code
+
+    @property
+    def supports_requeue(self) -> bool:
+        """Whether the inner broker can put a message back."""
+        return self.inner.supports_requeue
+
+    def requeue(self, message: Message) -> None:
+        """Put a message back (the inner broker's requeue)."""
+        self.inner.requeue(message)
+        self.received[message.to] = self.received.get(message.to, 0) - 1
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """The inner broker's flush."""
+        return self.inner.flush(timeout)
 
     def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
         """Send to every Spirit, counting each delivery for the sender."""
@@ -415,7 +431,7 @@ def seance_command(ctx: click.Context, manifest_source: str, quiet: bool,
     with cli_logging(level, output):
         counting = CountingBroker(_make_broker(broker, manifest.name))
         with contextlib.closing(counting), Seance(
-            broker=counting, limits=manifest.limits, debug=manifest.debug,
+            broker=counting, limits=manifest.limits or Limits(), debug=manifest.debug,
             channels=manifest.channels,
         ) as seance:
             for spec in manifest.spirits:
