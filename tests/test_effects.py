@@ -22,8 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vudo.abi import EffectId, ResultCode
-from vudo.effects import (
+from vudo._effects import (
     Permissions,
     StandardEffectHandler,
     decode_http_result,
@@ -34,6 +33,7 @@ from vudo.effects import (
     encode_http_post,
     encode_result,
 )
+from vudo.abi import EffectId, ResultCode
 
 OK = ResultCode.OK
 SECRET = b"top secret, outside the root"

@@ -6,10 +6,10 @@ together in a :class:`Seance` that pass messages to each other.
 
 from __future__ import annotations
 
+from ._effects import Permissions, StandardEffectHandler
 from .abi import HOST_FUNCTIONS, NAMESPACES, EffectId, HostFunctionSpec, LogLevel, ResultCode
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .broker import Message, MessageBroker, MessageBus
-from .effects import Permissions, StandardEffectHandler
 from .errors import (
     BrokerUnavailable,
     FuelExhausted,

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._effects import Permissions, StandardEffectHandler, encode_result
 from .abi import EffectId, ResultCode
 from .broker import DEFAULT_INBOX_CAPACITY, MessageBroker, MessageBus
-from .effects import Permissions, StandardEffectHandler, encode_result
 from .errors import SeanceError
 from .limits import Limits
 from .loa import LoaRegistry

@@ -27,9 +27,9 @@ from typing import Any, TypeVar, cast, overload
 import wasmtime
 
 from . import _engine, _ffi
+from ._effects import Permissions, StandardEffectHandler
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
-from .effects import Permissions, StandardEffectHandler
 from .errors import (
     FuelExhausted,
     HostFunctionError,

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+from ._effects import EffectTarget
 from .abi import LogLevel, ResultCode
 from .providers import DefaultEffectHandler, LoggerBase
 
@@ -262,7 +263,7 @@ class MockEffectHandler(DefaultEffectHandler):
         with self._rec_lock:
             self._results[int(effect_id)] = int(code)
 
-    def emit(self, spirit: Spirit, effect_id: int, payload: bytes) -> int:
+    def emit(self, spirit: EffectTarget, effect_id: int, payload: bytes) -> int:
         """Record the effect, then answer as scripted or as the default handler does."""
         with self._rec_lock:
             self.effects.append(EffectRecord(int(effect_id), bytes(payload)))
@@ -271,7 +272,7 @@ class MockEffectHandler(DefaultEffectHandler):
             return scripted
         return super().emit(spirit, effect_id, payload)
 
-    def subscribe(self, spirit: Spirit, channel: str) -> int:
+    def subscribe(self, spirit: EffectTarget, channel: str) -> int:
         """Subscribe as the default handler does, and record the request and its result."""
         code = int(super().subscribe(spirit, channel))
         with self._rec_lock:
