@@ -3,8 +3,10 @@
 This module is the only one that imports sqlite3; the standard handler imports it on the first
 DB effect, so ``import vudo`` does not pay for it.
 
-What a query may do is decided by the authorizer at prepare time: reads only, or
-(``db_write``) anything but attaching files and transactions; never ``load_extension``.
+What a query may do is decided by the authorizer at prepare time (views and triggers included):
+reads only, or (``db_write``) anything but attaching files and transactions; in both cases only
+the SQL functions in ``ALLOWED_FUNCTIONS`` may be called, because some built-in functions
+(``fts3_tokenizer``, ``load_extension``, ``fts5``) hand out or take raw pointers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,30 @@ from ._permissions import Permissions
 from ._queue import Job
 from ._wire import encode_result
 
-__all__ = ["Databases", "db_query"]
+__all__ = ["ALLOWED_FUNCTIONS", "Databases", "db_query"]
+
+# Ordinary scalar, aggregate, window, date/time, math and JSON functions of SQLite 3.35-3.47.
+# Anything else (fts3_tokenizer, load_extension, fts5, sqlite_* internals, functions added by
+# extensions) is denied. Names are compared in lower case.
+ALLOWED_FUNCTIONS = frozenset(
+    """
+    abs char coalesce concat concat_ws format glob hex ifnull iif instr last_insert_rowid
+    length like likelihood likely lower ltrim max min nullif octet_length printf quote random
+    randomblob replace round rtrim sign soundex substr substring trim typeof unhex unicode
+    unlikely upper zeroblob changes total_changes
+    avg count group_concat string_agg sum total
+    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value
+    nth_value
+    date time datetime julianday unixepoch strftime timediff
+    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log
+    log10 log2 mod pi pow power radians sin sinh sqrt tan tanh trunc
+    json json_array json_array_length json_error_position json_extract json_insert
+    json_object json_patch json_pretty json_remove json_replace json_set json_type json_valid
+    json_quote json_group_array json_group_object jsonb jsonb_array jsonb_extract jsonb_insert
+    jsonb_object jsonb_patch jsonb_remove jsonb_replace jsonb_set jsonb_group_array
+    jsonb_group_object -> ->>
+    """.split()
+)
 
 # Pragmas a Spirit may run: schema introspection with any argument; the rest only as reads.
 _INTROSPECTION_PRAGMAS = frozenset(
@@ -72,7 +97,8 @@ _ACTION_NAMES = {
 
 
 def _authorizer(write: bool, denied: list[str]) -> Callable[..., int]:
-    """An SQLite authorizer: reads only, or (``write``) anything but the ``_NEVER_ACTIONS``."""
+    """An SQLite authorizer: reads only, or (``write``) anything but the ``_NEVER_ACTIONS``;
+    SQL functions only from ``ALLOWED_FUNCTIONS`` either way."""
 
     def authorize(
         action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
@@ -82,7 +108,10 @@ def _authorizer(write: bool, denied: list[str]) -> Callable[..., int]:
             ok = name in _INTROSPECTION_PRAGMAS or (name in _READ_PRAGMAS and arg2 is None)
             ok = ok or (write and name == "user_version")
         elif action == sqlite3.SQLITE_FUNCTION:
-            ok = (arg2 or "").lower() != "load_extension"
+            ok = (arg2 or "").lower() in ALLOWED_FUNCTIONS
+            if not ok:
+                denied.append(f"FUNCTION {arg2}")
+                return sqlite3.SQLITE_DENY
         elif write:
             ok = action not in _NEVER_ACTIONS
         else:
@@ -102,6 +131,10 @@ class _Database:
         self.lock = threading.Lock()
         # isolation_level=None: autocommit, so every DB_QUERY is its own transaction.
         self.conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        # Builds without extension support lack the method; either way no extension loads.
+        disable = getattr(self.conn, "enable_load_extension", None)
+        if disable is not None:
+            disable(False)
 
 
 class Databases:
