@@ -1,7 +1,12 @@
 """FS_READ and FS_WRITE: files under the granted root, never outside it.
 
 Confinement has three layers: the path text (relative, no ``..``), the resolved path (symlinks
-followed must stay inside the root), and the opened file itself (``O_NOFOLLOW``, a regular file).
+followed must stay inside the root), and the opened file itself (``O_NOFOLLOW``, a regular file,
+and a single hard link). The last rule exists because a hard link inside the root may name a
+file outside it and no path check can tell: the host cannot enumerate a file's other names, so
+a regular file with ``st_nlink > 1`` is refused for reading and for writing. The link count is
+checked on the path before the effect is accepted (NOT_PERMITTED from ``vudo_emit_effect``) and
+again on the opened file descriptor, which is what decides (a NOT_PERMITTED result).
 """
 
 from __future__ import annotations
@@ -57,14 +62,25 @@ def resolve(perms: Permissions, raw: bytes) -> Path:
         raise Refused(f"path {rel!r} resolves outside the FS root")
     if target == root:
         raise Invalid("path names the FS root itself")
+    try:
+        links = os.lstat(target).st_nlink
+    except OSError:  # missing (FS_WRITE creates it) or unreadable: the job reports it
+        links = 1
+    if links > 1 and target.is_file():
+        raise Refused(f"{rel!r} has {links} hard links; another may lie outside the FS root")
     return target
 
 
 def _check_opened(fd: int, target: Path) -> None:
-    """Refuse what the path checks cannot see: a FIFO, device or directory."""
+    """Refuse what the path checks cannot see: non-regular files and hard-linked files."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise Failed(ResultCode.ERROR, f"{target.name!r} is not a regular file")
+    if st.st_nlink > 1:
+        raise Failed(
+            ResultCode.NOT_PERMITTED,
+            f"{target.name!r} has {st.st_nlink} hard links; another may lie outside the FS root",
+        )
 
 
 def fs_read(perms: Permissions, payload: bytes) -> Job:
