@@ -59,7 +59,7 @@ def test_a_link_made_after_the_check_is_caught_when_the_file_is_opened(
     # The path check and the open are apart in time; the opened file decides.
     root, outside = linked
     perms = Permissions.allow(fs_root=root, fs_write=True)
-    read_job = fs_read(perms, b"late")
+    read_job = fs_read(perms, b"late", None)
     write_job = fs_write(perms, encode_fs_write("late", b"overwritten"))
     os.link(outside, root / "late")
     for job in (read_job, write_job):

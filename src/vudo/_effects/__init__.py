@@ -5,9 +5,9 @@ returns ``NOT_PERMITTED`` and is logged at WARNING on the logger ``vudo.effects`
 Spirit gets no effects but NOOP and TERMINATE.
 
 :class:`StandardEffectHandler` implements FS_READ, FS_WRITE, HTTP_GET, HTTP_POST and DB_QUERY.
-Checks (permission, payload shape, path confinement, host allow-list) run on the Spirit's
-thread and decide the return code of ``vudo_emit_effect``; the I/O itself runs on a small
-thread pool, so the call returns at once. The result arrives later
+Checks (permission, payload shape and size, path confinement, host allow-list) run on the
+Spirit's thread and decide the return code of ``vudo_emit_effect``; the I/O itself runs on a
+small thread pool behind a bounded queue, so the call returns at once. The result arrives later
 in the Spirit's inbox as a message from ``effect:<NAME>`` whose payload is the envelope
 ``[status i32 LE][body]`` (see ``docs/effects.md`` for every format).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ._base import DefaultEffectHandler, EffectFn, EffectHandler, EffectTarget
 from ._permissions import (
+    DEFAULT_DB_MAX_RESULT_BYTES,
     DEFAULT_DB_MAX_ROWS,
     DEFAULT_DB_TIMEOUT,
     DEFAULT_FS_MAX_READ,
@@ -28,7 +29,7 @@ from ._permissions import (
     DEFAULT_HTTP_TIMEOUT,
     Permissions,
 )
-from ._queue import DEFAULT_MAX_WORKERS
+from ._queue import DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_WORKERS
 from ._standard import StandardEffectHandler
 from ._wire import (
     decode_http_result,
@@ -41,11 +42,14 @@ from ._wire import (
 )
 
 __all__ = [
+    "DEFAULT_DB_MAX_RESULT_BYTES",
     "DEFAULT_DB_MAX_ROWS",
     "DEFAULT_DB_TIMEOUT",
     "DEFAULT_FS_MAX_READ",
     "DEFAULT_HTTP_MAX_RESPONSE",
     "DEFAULT_HTTP_TIMEOUT",
+    "DEFAULT_MAX_QUEUED",
+    "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_MAX_WORKERS",
     "DefaultEffectHandler",
     "EffectFn",

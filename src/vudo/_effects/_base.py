@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from ..abi import EffectId, ResultCode
 
-__all__ = ["DefaultEffectHandler", "EffectFn", "EffectHandler", "EffectTarget"]
+__all__ = ["DefaultEffectHandler", "EffectFn", "EffectHandler", "EffectTarget", "message_cap"]
 
 
 class EffectTarget(Protocol):
@@ -20,7 +20,8 @@ class EffectTarget(Protocol):
 
     Two optional attributes are read with ``getattr`` when present: ``permissions``
     (:class:`~vudo.Permissions` or ``None``), which overrides the handler's default permissions
-    for that Spirit, and ``limits`` (:class:`~vudo.Limits`).
+    for that Spirit, and ``limits`` (:class:`~vudo.Limits`), whose ``max_message_size`` bounds
+    the payloads the Spirit emits and the results delivered to it.
     """
 
     @property
@@ -118,3 +119,9 @@ class DefaultEffectHandler:
                 return ResultCode.NOT_FOUND
             subs.add(spirit)
         return ResultCode.OK
+
+
+def message_cap(spirit: object) -> int | None:
+    """The Spirit's ``limits.max_message_size`` (``None`` when it has no such limit)."""
+    cap = getattr(getattr(spirit, "limits", None), "max_message_size", None)
+    return cap if isinstance(cap, int) else None

@@ -6,7 +6,9 @@ DB effect, so ``import vudo`` does not pay for it.
 What a query may do is decided by the authorizer at prepare time (views and triggers included):
 reads only, or (``db_write``) anything but attaching files and transactions; in both cases only
 the SQL functions in ``ALLOWED_FUNCTIONS`` may be called, because some built-in functions
-(``fts3_tokenizer``, ``load_extension``, ``fts5``) hand out or take raw pointers.
+(``fts3_tokenizer``, ``load_extension``, ``fts5``) hand out or take raw pointers. Result size is
+bounded by SQLite itself (``SQLITE_LIMIT_LENGTH``: no string, blob or row larger than the cap
+is ever built) and by counting the JSON body while rows are fetched.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ _ACTION_NAMES = {
     and n not in ("SQLITE_OK", "SQLITE_DENY", "SQLITE_IGNORE")
     and isinstance(getattr(sqlite3, n), int)
 }
+_SQLITE_TOOBIG = 18  # the primary result code of "string or blob too big"
 
 
 def _authorizer(write: bool, denied: list[str]) -> Callable[..., int]:
@@ -165,7 +168,9 @@ class Databases:
                 db.conn.close()
 
 
-def db_query(perms: Permissions, payload: bytes, databases: Databases, name: str) -> Job:
+def db_query(
+    perms: Permissions, payload: bytes, databases: Databases, name: str, message_cap: int | None
+) -> Job:
     """Check a DB_QUERY payload and return the job running it for the Spirit ``name``."""
     if perms.database is None:
         raise Refused("no database granted")
@@ -190,6 +195,10 @@ def db_query(perms: Permissions, payload: bytes, databases: Databases, name: str
             raise Invalid("parameters must be a JSON array or object")
     database = str(perms.database)
     write, max_rows, timeout = perms.db_write, perms.db_max_rows, perms.db_timeout
+    cap, what = perms.db_max_result_bytes, "db_max_result_bytes"
+    if message_cap is not None and message_cap - 4 < cap:
+        cap, what = max(message_cap - 4, 1), "max_message_size"
+    too_big = Failed(ResultCode.BUFFER_TOO_SMALL, f"query result exceeds {what} ({cap} bytes)")
 
     def job() -> bytes:
         db = databases.get(database)
@@ -201,12 +210,16 @@ def db_query(perms: Permissions, payload: bytes, databases: Databases, name: str
                 conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * 1000))}")
                 # query_only backs up the authorizer for read-only Spirits.
                 conn.execute(f"PRAGMA query_only = {0 if write else 1}")
+                # SQLite itself refuses to build a string, blob or row over the cap.
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, cap)
                 conn.set_authorizer(_authorizer(write, denied))
                 conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
                 cursor = conn.execute(sql, params)
                 try:
                     columns = [d[0] for d in cursor.description or ()]
-                    rows = cursor.fetchmany(max_rows + 1)
+                    rows, truncated = _fetch(cursor, max_rows, cap - len(json.dumps(columns)))
+                    if rows is None:
+                        raise too_big
                     changes = max(cursor.rowcount, 0)
                     # lastrowid is per connection: only report it for this statement's rows.
                     last_row_id = cursor.lastrowid if changes else None
@@ -223,22 +236,41 @@ def db_query(perms: Permissions, payload: bytes, databases: Databases, name: str
                     raise Failed(
                         ResultCode.NOT_PERMITTED, f"not permitted: {', '.join(denied)}"
                     ) from None
+                if getattr(exc, "sqlite_errorcode", None) == _SQLITE_TOOBIG:
+                    raise too_big from None
                 if time.monotonic() > deadline:
                     raise Failed(ResultCode.TIMEOUT, f"query took over {timeout}s") from None
                 raise Failed(ResultCode.ERROR, f"SQL error: {exc}") from None
             finally:
                 conn.set_authorizer(None)
                 conn.set_progress_handler(None, 0)
-        result = {
-            "columns": columns,
-            "rows": [[_json_value(v) for v in row] for row in rows[:max_rows]],
-            "truncated": len(rows) > max_rows,
-            "changes": changes,
-            "last_row_id": last_row_id,
-        }
-        return encode_result(ResultCode.OK, json.dumps(result).encode("utf-8"))
+        head = {"columns": columns}
+        tail = {"truncated": truncated, "changes": changes, "last_row_id": last_row_id}
+        body = (
+            json.dumps(head)[:-1] + ', "rows": [' + ", ".join(rows) + "], " + json.dumps(tail)[1:]
+        ).encode("utf-8")
+        if len(body) > cap:
+            raise too_big
+        return encode_result(ResultCode.OK, body)
 
     return job
+
+
+def _fetch(cursor: sqlite3.Cursor, max_rows: int, budget: int) -> tuple[list[str] | None, bool]:
+    """Up to ``max_rows`` rows as JSON arrays and whether more were left; ``None`` for the rows
+    once their JSON exceeds ``budget`` characters (fetching stops there)."""
+    rows: list[str] = []
+    used = 0
+    while len(rows) < max_rows:
+        row = cursor.fetchone()
+        if row is None:
+            return rows, False
+        text = json.dumps([_json_value(v) for v in row])
+        used += len(text) + 2
+        if used > budget:
+            return None, False
+        rows.append(text)
+    return rows, cursor.fetchone() is not None
 
 
 def _json_value(value: object) -> object:

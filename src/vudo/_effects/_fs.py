@@ -83,10 +83,13 @@ def _check_opened(fd: int, target: Path) -> None:
         )
 
 
-def fs_read(perms: Permissions, payload: bytes) -> Job:
-    """Check an FS_READ payload and return the job reading the file (up to ``fs_max_read``)."""
+def fs_read(perms: Permissions, payload: bytes, message_cap: int | None) -> Job:
+    """Check an FS_READ payload and return the job reading the file, refusing one larger than
+    ``fs_max_read`` or than a result of ``message_cap`` bytes can carry."""
     target = resolve(perms, payload)
     cap, what = perms.fs_max_read, "fs_max_read"
+    if message_cap is not None and message_cap - 4 < cap:
+        cap, what = max(message_cap - 4, 0), "max_message_size"
 
     def job() -> bytes:
         with _fs_errors(target):

@@ -50,15 +50,15 @@ class HttpClient:
             client.close()
 
 
-def http_get(perms: Permissions, payload: bytes, client: HttpClient) -> Job:
+def http_get(perms: Permissions, payload: bytes, client: HttpClient, cap: int | None) -> Job:
     """Check an HTTP_GET payload (the URL) and return the job performing the request."""
-    return _http_job(perms, "GET", payload, None, client)
+    return _http_job(perms, "GET", payload, None, client, cap)
 
 
-def http_post(perms: Permissions, payload: bytes, client: HttpClient) -> Job:
+def http_post(perms: Permissions, payload: bytes, client: HttpClient, cap: int | None) -> Job:
     """Check an HTTP_POST payload (``[url_len][url][body]``) and return the job."""
     raw_url, body = split_prefixed(payload, "URL")
-    return _http_job(perms, "POST", raw_url, body, client)
+    return _http_job(perms, "POST", raw_url, body, client, cap)
 
 
 def _http_job(
@@ -67,10 +67,13 @@ def _http_job(
     raw_url: bytes,
     body: bytes | None,
     client: HttpClient,
+    message_cap: int | None,
 ) -> Job:
     url = _check_url(perms, raw_url)
     timeout = perms.http_timeout
     cap, what = perms.http_max_response, "http_max_response"
+    if message_cap is not None and message_cap - 8 < cap:  # 4 status + 4 HTTP status bytes
+        cap, what = max(message_cap - 8, 0), "max_message_size"
     headers = {"content-type": "application/octet-stream"} if body is not None else None
     too_big = Failed(ResultCode.BUFFER_TOO_SMALL, f"response exceeds {what} ({cap} bytes)")
 

@@ -12,11 +12,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from ..abi import EffectId, ResultCode
-from ._base import DefaultEffectHandler, EffectTarget
+from ._base import DefaultEffectHandler, EffectTarget, message_cap
 from ._fs import fs_read, fs_write
 from ._outcome import Failed, Invalid, Refused, label, log
 from ._permissions import Permissions
-from ._queue import DEFAULT_MAX_WORKERS, Job, JobQueue
+from ._queue import (
+    DEFAULT_MAX_QUEUED,
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_WORKERS,
+    Job,
+    JobQueue,
+)
 from ._wire import effect_sender
 
 if TYPE_CHECKING:
@@ -32,9 +38,14 @@ class StandardEffectHandler(DefaultEffectHandler):
     """The default effect handler with permissions and the standard FS, HTTP and DB effects.
 
     ``emit`` checks that the Spirit may use the effect (else logs a WARNING on ``vudo.effects``
-    and returns NOT_PERMITTED), validates the payload (else INVALID_ARG), and queues the work on
-    a thread pool, returning OK at once. Results of one Spirit's effects are delivered to its
-    inbox in the order the effects were emitted; different Spirits run in parallel.
+    and returns NOT_PERMITTED), validates the payload (else INVALID_ARG, also for a payload over
+    the Spirit's ``max_message_size``), and queues the work on a thread pool, returning OK at
+    once. Results of one Spirit's effects are delivered to its inbox in the order the effects
+    were emitted; different Spirits run in parallel.
+
+    The queue is bounded: a Spirit may have ``max_queued`` effects accepted and unfinished, and
+    all queued effects together may hold ``max_queued_bytes`` of payload; past either bound
+    ``emit`` returns ERROR (logged at WARNING) and nothing is queued.
 
     Effects registered with :meth:`register` take precedence over the built-in ones but are
     permission-checked too. The permissions used are ``spirit.permissions`` if the Spirit has
@@ -51,10 +62,17 @@ class StandardEffectHandler(DefaultEffectHandler):
         *,
         executor: Executor | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
         super().__init__()
         self.permissions = permissions if permissions is not None else Permissions.none()
-        self._queue = JobQueue(executor, max_workers=max_workers)
+        self._queue = JobQueue(
+            executor,
+            max_workers=max_workers,
+            max_queued=max_queued,
+            max_queued_bytes=max_queued_bytes,
+        )
         self._builtins: dict[int, _Builtin] = {
             EffectId.FS_READ: self._fs_read,
             EffectId.FS_WRITE: self._fs_write,
@@ -117,7 +135,10 @@ class StandardEffectHandler(DefaultEffectHandler):
         builtin = self._builtins.get(effect_id)
         if builtin is None or effect_id in self._handlers:
             return super().emit(spirit, effect_id, payload)
+        cap = message_cap(spirit)
         try:
+            if cap is not None and len(payload) > cap:
+                raise Invalid(f"payload of {len(payload)} bytes exceeds max_message_size {cap}")
             job = builtin(spirit, perms, bytes(payload))
         except Refused as exc:
             return self._refuse(spirit, effect_id, str(exc))
@@ -131,7 +152,7 @@ class StandardEffectHandler(DefaultEffectHandler):
                 "Spirit %r: effect %s failed: %s", spirit.name, label(effect_id), exc.message
             )
             return exc.status
-        return self._queue.submit(spirit, effect_sender(effect_id), job)
+        return self._queue.submit(spirit, effect_sender(effect_id), job, len(payload))
 
     def subscribe(self, spirit: EffectTarget, channel: str) -> int:
         """Subscribe to a registered channel the Spirit may join (else NOT_PERMITTED)."""
@@ -147,7 +168,7 @@ class StandardEffectHandler(DefaultEffectHandler):
     # -- the built-in effects -------------------------------------------------------------
 
     def _fs_read(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> Job:
-        return fs_read(perms, payload)
+        return fs_read(perms, payload, message_cap(spirit))
 
     def _fs_write(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> Job:
         return fs_write(perms, payload)
@@ -155,17 +176,17 @@ class StandardEffectHandler(DefaultEffectHandler):
     def _http_get(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> Job:
         from ._http import http_get
 
-        return http_get(perms, payload, self._http_client())
+        return http_get(perms, payload, self._http_client(), message_cap(spirit))
 
     def _http_post(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> Job:
         from ._http import http_post
 
-        return http_post(perms, payload, self._http_client())
+        return http_post(perms, payload, self._http_client(), message_cap(spirit))
 
     def _db_query(self, spirit: EffectTarget, perms: Permissions, payload: bytes) -> Job:
         from ._db import db_query
 
-        return db_query(perms, payload, self._dbs(), spirit.name)
+        return db_query(perms, payload, self._dbs(), spirit.name, message_cap(spirit))
 
     def _http_client(self) -> HttpClient:
         from ._http import HttpClient
