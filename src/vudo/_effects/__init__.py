@@ -12,7 +12,7 @@ in the Spirit's inbox as a message from ``effect:<NAME>`` whose payload is the e
 ``[status i32 LE][body]`` (see ``docs/effects.md`` for every format).
 
 The modules: ``_base`` (the handler protocol, :class:`EffectTarget`, the default handler and
-its channels), ``_permissions``, ``_wire`` (payload and
+its channels), ``_channels`` (subscription patterns), ``_permissions``, ``_wire`` (payload and
 result formats), ``_queue`` (the job queue), ``_fs``, ``_http`` (httpx), ``_db`` (sqlite3) and
 ``_standard`` (the standard handler). httpx and sqlite3 are imported on first use only.
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..abi import EffectId
+from ._channels import check_pattern, covers, matches
 
 __all__ = [
     "DEFAULT_DB_MAX_RESULT_BYTES",
@@ -93,7 +94,8 @@ class Permissions:
     db_max_result_bytes: int = DEFAULT_DB_MAX_RESULT_BYTES
     #: Longest a DB_QUERY may run, in seconds.
     db_timeout: float = DEFAULT_DB_TIMEOUT
-    #: Channels ``vudo_subscribe`` may join; ``None`` means any channel the host registered.
+    #: Channels ``vudo_subscribe`` may join, as names or patterns (``"sensor.*"``, ``"*"``);
+    #: ``None`` means any channel the host registered.
     channels: frozenset[str] | None = None
     _http_rules: tuple[tuple[str, int | None], ...] = field(
         init=False, repr=False, compare=False, default=()
@@ -109,7 +111,12 @@ class Permissions:
         set_(self, "http_hosts", hosts)
         set_(self, "_http_rules", tuple(_parse_host_rule(h) for h in sorted(hosts)))
         if self.channels is not None:
-            set_(self, "channels", frozenset(self.channels))
+            channels = frozenset(self.channels)
+            for grant in channels:
+                problem = check_pattern(grant)
+                if problem is not None:
+                    raise ValueError(f"Permissions.channels: {problem}")
+            set_(self, "channels", channels)
         for name in ("fs_max_read", "http_max_response", "db_max_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Permissions.{name} must be >= 0")
@@ -173,5 +180,11 @@ class Permissions:
         return any(h == host and (p is None or p == port) for h, p in self._http_rules)
 
     def allows_channel(self, channel: str) -> bool:
-        """Whether ``vudo_subscribe`` may join ``channel``."""
-        return self.channels is None or channel in self.channels
+        """Whether the Spirit may receive notifications of the channel named ``channel``."""
+        return self.channels is None or any(matches(g, channel) for g in self.channels)
+
+    def allows_subscription(self, pattern: str) -> bool:
+        """Whether ``vudo_subscribe`` may join ``pattern``: a channel :meth:`allows_channel`
+        admits, or a wildcard pattern that a granted pattern covers entirely (with
+        ``channels={"sensor.*"}``, ``"sensor.temp.*"`` is allowed but ``"*"`` is not)."""
+        return self.channels is None or any(covers(g, pattern) for g in self.channels)

@@ -50,7 +50,8 @@ class StandardEffectHandler(DefaultEffectHandler):
     Effects registered with :meth:`register` take precedence over the built-in ones but are
     permission-checked too. The permissions used are ``spirit.permissions`` if the Spirit has
     that attribute and it is not ``None``, else ``permissions`` given here
-    (default :meth:`Permissions.none`).
+    (default :meth:`Permissions.none`). Channel subscriptions and notifications are checked
+    against the same permissions (:meth:`Permissions.allows_subscription`).
 
     ``executor``: run effects on this executor instead of an own pool of ``max_workers``
     threads; a given executor is not shut down by :meth:`close`.
@@ -152,14 +153,27 @@ class StandardEffectHandler(DefaultEffectHandler):
                 "Spirit %r: effect %s failed: %s", spirit.name, label(effect_id), exc.message
             )
             return exc.status
-        return self._queue.submit(spirit, effect_sender(effect_id), job, len(payload))
+        code = self._queue.submit(spirit, effect_sender(effect_id), job, len(payload))
+        if code == ResultCode.OK:
+            log.debug(
+                "Spirit %r: effect %s accepted (%d bytes)",
+                spirit.name,
+                label(effect_id),
+                len(payload),
+            )
+        return code
 
     def subscribe(self, spirit: EffectTarget, channel: str) -> int:
-        """Subscribe to a registered channel the Spirit may join (else NOT_PERMITTED)."""
-        if not self.permissions_for(spirit).allows_channel(channel):
+        """Subscribe to a registered channel or a pattern the Spirit may join (else
+        NOT_PERMITTED, see :meth:`Permissions.allows_subscription`)."""
+        if not self.permissions_for(spirit).allows_subscription(channel):
             log.warning("Spirit %r refused subscription to channel %r", spirit.name, channel)
             return ResultCode.NOT_PERMITTED
         return super().subscribe(spirit, channel)
+
+    def _may_receive(self, spirit: EffectTarget, channel: str) -> bool:
+        # A wildcard subscription never widens what the Spirit's grants admit.
+        return self.permissions_for(spirit).allows_channel(channel)
 
     def _refuse(self, spirit: EffectTarget, effect_id: int, reason: str) -> int:
         log.warning("Spirit %r refused effect %s: %s", spirit.name, label(effect_id), reason)
