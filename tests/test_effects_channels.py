@@ -82,15 +82,21 @@ def test_overlapping_subscriptions_deliver_once() -> None:
     assert spirit.inbox == [("channel:sensor.temp", b"21")]
 
 
-def test_bad_patterns_and_channel_names() -> None:
+def test_only_a_final_star_is_a_wildcard_and_registered_names_win() -> None:
     handler = _handler()
-    spirit = FakeSpirit()
-    for bad in ("a*b", "**", ""):
-        assert _sub(handler, spirit, bad) == ResultCode.INVALID_ARG
-    assert _sub(handler, spirit, "nope") == ResultCode.NOT_FOUND
-    for bad in ("a*", "*", ""):
-        with pytest.raises(ValueError, match="channel"):
-            handler.register_channel(bad)
+    for name in ("a*b", "x*", ""):  # channel names are not restricted
+        handler.register_channel(name)
+    literal, wild, other = FakeSpirit("literal"), FakeSpirit("wild"), FakeSpirit("other")
+    assert _sub(handler, literal, "a*b") == OK  # the registered name, not a pattern
+    assert _sub(handler, wild, "x*") == OK  # registered: joins channel "x*" itself
+    assert _sub(handler, other, "a*") == OK  # unregistered: the pattern "a*"
+    assert _sub(handler, other, "nope") == ResultCode.NOT_FOUND
+    handler.register_channel("xy")
+    handler.register_channel("ab")
+    assert handler.notify("a*b", b"1") == 2  # literal and (via the pattern "a*") other
+    assert handler.notify("xy", b"2") == 0  # "x*" was joined as a name, not as a pattern
+    assert handler.notify("ab", b"3") == 1
+    assert [m for m, _ in other.inbox] == ["channel:a*b", "channel:ab"]
 
 
 def test_unsubscribe_one_pattern_or_everything() -> None:
@@ -147,8 +153,8 @@ def test_permissions_match_channels_against_granted_patterns() -> None:
     assert perms.allows_channel("sensor.temp") and perms.allows_channel("door")
     assert not perms.allows_channel("sensors") and not perms.allows_channel("doors")
     assert Permissions().allows_subscription("*")  # channels=None: any registered channel
-    with pytest.raises(ValueError, match="only allowed at the end"):
-        Permissions(channels=frozenset({"a*b"}))
+    literal = Permissions.allow(channels=["a*b"])  # no final star: an ordinary name
+    assert literal.allows_channel("a*b") and not literal.allows_channel("axb")
 
 
 def test_deliveries_follow_the_current_grants() -> None:

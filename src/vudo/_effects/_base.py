@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ..abi import EffectId, ResultCode
-from ._channels import check_channel, check_pattern, is_pattern, matches
+from ._channels import is_pattern, matches
 from ._outcome import label, log
 
 __all__ = ["DefaultEffectHandler", "EffectFn", "EffectHandler", "EffectTarget", "message_cap"]
@@ -68,7 +68,8 @@ class DefaultEffectHandler:
     Anything else returns NotFound. Channels must be declared with :meth:`register_channel`
     before Spirits can subscribe to them by name (unknown channels return NotFound). A Spirit
     may also subscribe to a pattern, ``"*"`` or a prefix such as ``"sensor.*"``, which matches
-    every registered channel starting with that prefix, including channels registered later.
+    every registered channel starting with that prefix, including channels registered later
+    (a registered channel named exactly like the pattern text takes precedence).
     :meth:`notify` delivers a payload once to every Spirit subscribed to the channel by name or
     pattern, with the sender ``channel:<name>``; :meth:`unsubscribe` undoes a subscription.
     Accepted effects and subscriptions are logged at DEBUG on ``vudo.effects``.
@@ -86,11 +87,7 @@ class DefaultEffectHandler:
         self._handlers[int(effect_id)] = fn
 
     def register_channel(self, channel: str) -> None:
-        """Declare a host channel Spirits may subscribe to; ``ValueError`` for a name with
-        ``*`` (reserved for patterns) or an empty one."""
-        problem = check_channel(channel)
-        if problem is not None:
-            raise ValueError(problem)
+        """Declare a host channel Spirits may subscribe to."""
         with self._lock:
             self._channels.setdefault(channel, set())
 
@@ -140,20 +137,16 @@ class DefaultEffectHandler:
         return code
 
     def subscribe(self, spirit: EffectTarget, channel: str) -> int:
-        """Subscribe to a registered channel (else NotFound) or to a pattern ending in ``*``
-        (InvalidArg if a ``*`` appears elsewhere). Subscribing twice is harmless."""
-        problem = check_pattern(channel)
-        if problem is not None:
-            log.warning("Spirit %r: bad subscription: %s", spirit.name, problem)
-            return ResultCode.INVALID_ARG
+        """Subscribe to the registered channel named ``channel``, else to the pattern
+        ``channel`` when it ends in ``*``, else NotFound. Subscribing twice is harmless."""
         with self._lock:
-            if is_pattern(channel):
+            subs = self._channels.get(channel)
+            if subs is not None:
+                subs.add(spirit)
+            elif is_pattern(channel):
                 self._patterns.setdefault(channel, set()).add(spirit)
             else:
-                subs = self._channels.get(channel)
-                if subs is None:
-                    return ResultCode.NOT_FOUND
-                subs.add(spirit)
+                return ResultCode.NOT_FOUND
         log.debug("Spirit %r subscribed to channel %r", spirit.name, channel)
         return ResultCode.OK
 
@@ -164,12 +157,13 @@ class DefaultEffectHandler:
             if channel is None:
                 found = self._forget(spirit)
             else:
-                table = self._patterns if is_pattern(channel) else self._channels
-                subs = table.get(channel)
-                found = subs is not None and spirit in subs
-                if subs is not None:
-                    subs.discard(spirit)
-                    if not subs and table is self._patterns:
+                found = spirit in self._channels.get(channel, ())
+                self._channels.get(channel, set()).discard(spirit)
+                patterns = self._patterns.get(channel)
+                if patterns is not None and spirit in patterns:
+                    found = True
+                    patterns.discard(spirit)
+                    if not patterns:
                         del self._patterns[channel]
         if not found:
             return ResultCode.NOT_FOUND

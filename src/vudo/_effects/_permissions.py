@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..abi import EffectId
-from ._channels import check_pattern, covers, matches
+from ._channels import covers, matches
 
 __all__ = [
     "DEFAULT_DB_MAX_RESULT_BYTES",
@@ -111,12 +111,7 @@ class Permissions:
         set_(self, "http_hosts", hosts)
         set_(self, "_http_rules", tuple(_parse_host_rule(h) for h in sorted(hosts)))
         if self.channels is not None:
-            channels = frozenset(self.channels)
-            for grant in channels:
-                problem = check_pattern(grant)
-                if problem is not None:
-                    raise ValueError(f"Permissions.channels: {problem}")
-            set_(self, "channels", channels)
+            set_(self, "channels", frozenset(self.channels))
         for name in ("fs_max_read", "http_max_response", "db_max_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Permissions.{name} must be >= 0")
