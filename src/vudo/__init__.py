@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._compat import deprecated_names
 from ._config import Limits, MemoryOptions, Permissions, SpiritConfig
+from ._effects import StandardEffectHandler
 from ._host import (
     HostContext,
     HostFunction,
@@ -30,7 +31,6 @@ from ._providers import MessageBus, Providers
 from ._runtime.cache import configure_cache
 from ._session import AsyncSeance, Seance
 from ._spirit import Spirit, aload_spirit, load_spirit
-from .effects import StandardEffectHandler
 from .errors import (
     LimitExceeded,
     LinkError,

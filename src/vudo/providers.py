@@ -7,6 +7,7 @@ per Spirit (``load_spirit(..., logger=...)`` or ``providers=Providers(...)``) or
 
 from __future__ import annotations
 
+from ._effects import DefaultEffectHandler, EffectFn
 from ._host import (
     DebugHandler,
     EffectHandler,
@@ -18,8 +19,6 @@ from ._host import (
 )
 from ._providers import (
     DefaultDebugHandler,
-    DefaultEffectHandler,
-    EffectFn,
     LoggerBase,
     MessageBus,
     Providers,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from ._config import Limits, Permissions
+from ._effects import DefaultEffectHandler
 from ._host import (
     DebugHandler,
     EffectHandler,
@@ -41,7 +42,7 @@ from ._host import (
     TimeProvider,
 )
 from ._memory import PAGE_SIZE, WasmMemory
-from ._providers import DefaultEffectHandler, LoggerBase, MessageBus
+from ._providers import LoggerBase, MessageBus
 from ._spirit.context import make_inbox
 from .abi import LogLevel, ResultCode
 

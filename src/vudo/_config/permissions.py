@@ -1,4 +1,4 @@
-"""``Permissions``: the capabilities a Spirit is granted for effects (FS, HTTP, DB, channels)."""
+"""What a Spirit may do through ``vudo_emit_effect`` and ``vudo_subscribe``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..abi import EffectId
+from .channels import covers, matches
 
 __all__ = [
+    "DEFAULT_DB_MAX_RESULT_BYTES",
     "DEFAULT_DB_MAX_ROWS",
     "DEFAULT_DB_TIMEOUT",
     "DEFAULT_FS_MAX_READ",
@@ -26,8 +28,13 @@ DEFAULT_HTTP_TIMEOUT = 10.0
 DEFAULT_HTTP_MAX_RESPONSE = 10 * 1024 * 1024
 #: Most rows a DB_QUERY result carries; more set ``"truncated": true``.
 DEFAULT_DB_MAX_ROWS = 1000
+#: Largest DB_QUERY result (its JSON body) and largest single value, in bytes (10 MiB).
+DEFAULT_DB_MAX_RESULT_BYTES = 10 * 1024 * 1024
 #: Longest a DB_QUERY may run (and wait for a lock), in seconds.
 DEFAULT_DB_TIMEOUT = 5.0
+
+# SQLite refuses a length limit above its compiled maximum (1e9 by default).
+_SQLITE_MAX_LENGTH = 1_000_000_000
 _ALWAYS_ALLOWED = frozenset({int(EffectId.NOOP), int(EffectId.TERMINATE)})
 
 
@@ -83,9 +90,12 @@ class Permissions:
     db_write: bool = False
     #: Most rows a DB_QUERY result carries.
     db_max_rows: int = DEFAULT_DB_MAX_ROWS
+    #: Largest DB_QUERY result body, in bytes; also the longest string or blob SQLite may build.
+    db_max_result_bytes: int = DEFAULT_DB_MAX_RESULT_BYTES
     #: Longest a DB_QUERY may run, in seconds.
     db_timeout: float = DEFAULT_DB_TIMEOUT
-    #: Channels ``vudo_subscribe`` may join; ``None`` means any channel the host registered.
+    #: Channels ``vudo_subscribe`` may join, as names or patterns (``"sensor.*"``, ``"*"``);
+    #: ``None`` means any channel the host registered.
     channels: frozenset[str] | None = None
     _http_rules: tuple[tuple[str, int | None], ...] = field(
         init=False, repr=False, compare=False, default=()
@@ -105,6 +115,8 @@ class Permissions:
         for name in ("fs_max_read", "http_max_response", "db_max_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Permissions.{name} must be >= 0")
+        if not 0 < self.db_max_result_bytes <= _SQLITE_MAX_LENGTH:
+            raise ValueError(f"Permissions.db_max_result_bytes must be in 1..{_SQLITE_MAX_LENGTH}")
         for name in ("http_timeout", "db_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Permissions.{name} must be > 0")
@@ -163,5 +175,11 @@ class Permissions:
         return any(h == host and (p is None or p == port) for h, p in self._http_rules)
 
     def allows_channel(self, channel: str) -> bool:
-        """Whether ``vudo_subscribe`` may join ``channel``."""
-        return self.channels is None or channel in self.channels
+        """Whether the Spirit may receive notifications of the channel named ``channel``."""
+        return self.channels is None or any(matches(g, channel) for g in self.channels)
+
+    def allows_subscription(self, pattern: str) -> bool:
+        """Whether ``vudo_subscribe`` may join ``pattern``: a channel :meth:`allows_channel`
+        admits, or a wildcard pattern that a granted pattern covers entirely (with
+        ``channels={"sensor.*"}``, ``"sensor.temp.*"`` is allowed but ``"*"`` is not)."""
+        return self.channels is None or any(covers(g, pattern) for g in self.channels)

@@ -7,8 +7,6 @@ from __future__ import annotations
 from .bus import MessageBus
 from .defaults import (
     DefaultDebugHandler,
-    DefaultEffectHandler,
-    EffectFn,
     LoggerBase,
     Providers,
     StdLogger,
@@ -18,8 +16,6 @@ from .defaults import (
 
 __all__ = [
     "DefaultDebugHandler",
-    "DefaultEffectHandler",
-    "EffectFn",
     "LoggerBase",
     "MessageBus",
     "Providers",

@@ -11,9 +11,7 @@ import logging
 import os
 import secrets
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -25,13 +23,11 @@ from .._host.context import (
     RandomProvider,
     TimeProvider,
 )
-from ..abi import EffectId, LogLevel, ResultCode
+from ..abi import LogLevel
 
 __all__ = [
     "DebugHandler",
     "DefaultDebugHandler",
-    "DefaultEffectHandler",
-    "EffectFn",
     "EffectHandler",
     "Logger",
     "LoggerBase",
@@ -154,69 +150,6 @@ class SystemRandomProvider:
 
 
 #: A registered effect: ``fn(spirit, payload) -> ResultCode | int``.
-EffectFn = Callable[[EffectTarget, bytes], "ResultCode | int"]
-
-
-class DefaultEffectHandler:
-    """Default effects: NOOP accepted, TERMINATE terminates the EffectTarget, registered ids run.
-
-    Anything else returns NotFound. Channels must be declared with :meth:`register_channel`
-    before Spirits can subscribe (unknown channels return NotFound); :meth:`notify` delivers a
-    payload to every subscriber's inbox with the sender ``channel:<name>``.
-    """
-
-    def __init__(self) -> None:
-        self._handlers: dict[int, EffectFn] = {}
-        self._channels: dict[str, set[EffectTarget]] = {}
-        self._lock = threading.Lock()
-
-    def register(self, effect_id: int, fn: EffectFn) -> None:
-        """Handle ``effect_id`` with ``fn(spirit, payload) -> result code``."""
-        self._handlers[int(effect_id)] = fn
-
-    def register_channel(self, channel: str) -> None:
-        """Declare a host channel Spirits may subscribe to."""
-        with self._lock:
-            self._channels.setdefault(channel, set())
-
-    def subscribers(self, channel: str) -> list[EffectTarget]:
-        """The live Spirits subscribed to ``channel``."""
-        with self._lock:
-            subs = self._channels.get(channel)
-            if subs is None:
-                return []
-            dead = {s for s in subs if s.terminated}
-            subs -= dead  # released and panicked Spirits are forgotten, not kept alive
-            return list(subs)
-
-    def notify(self, channel: str, payload: bytes) -> int:
-        """Deliver ``payload`` to every subscriber of ``channel``; return how many got it."""
-        delivered = 0
-        for spirit in self.subscribers(channel):
-            if spirit.deliver(f"channel:{channel}", payload):
-                delivered += 1
-        return delivered
-
-    def emit(self, spirit: EffectTarget, effect_id: int, payload: bytes) -> int:
-        """Run the effect: registered handlers first, then NOOP/TERMINATE, else NotFound."""
-        fn = self._handlers.get(effect_id)
-        if fn is not None:
-            return int(fn(spirit, payload))
-        if effect_id == EffectId.NOOP:
-            return ResultCode.OK
-        if effect_id == EffectId.TERMINATE:
-            spirit.terminate("TERMINATE effect: " + payload.decode("utf-8", "replace"))
-            return ResultCode.OK
-        return ResultCode.NOT_FOUND
-
-    def subscribe(self, spirit: EffectTarget, channel: str) -> int:
-        """Subscribe to a registered channel; NotFound for an unknown one."""
-        with self._lock:
-            subs = self._channels.get(channel)
-            if subs is None:
-                return ResultCode.NOT_FOUND
-            subs.add(spirit)
-        return ResultCode.OK
 
 
 class DefaultDebugHandler:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack, cast
 
 from .._config import Limits, Permissions, SpiritConfig
+from .._effects import StandardEffectHandler
 from .._host import (
     DEFAULT_INBOX_CAPACITY,
     DebugHandler,
@@ -31,7 +32,6 @@ from .._host import (
 from .._providers import MessageBus, Providers
 from .._spirit import Source, Spirit, SpiritOptions, load_spirit, split_options
 from ..abi import EffectId, ResultCode
-from ..effects import StandardEffectHandler
 from ..errors import NameTaken, SeanceError
 from .spawn import SeanceFull, spawn_effect
 

@@ -6,9 +6,9 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
+from .._effects import encode_result
 from .._host import EffectTarget
 from ..abi import ResultCode
-from ..effects import encode_result
 from ..errors import SeanceError
 
 if TYPE_CHECKING:

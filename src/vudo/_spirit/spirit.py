@@ -11,6 +11,7 @@ from typing import Any, TypeVar, overload
 import wasmtime
 
 from .._config import Limits, Permissions, SpiritConfig
+from .._effects import StandardEffectHandler
 from .._host import LoaRegistry, MessageBroker
 from .._linking import ImportSpec, LinkPlan, plan_imports, valtype
 from .._memory import WasmMemory
@@ -26,7 +27,6 @@ from .._runtime.asyncbridge import AsyncBridge
 from .._runtime.backend import get_backend
 from .._runtime.callstate import CallState
 from ..abi import ResultCode, ValType
-from ..effects import StandardEffectHandler
 from ..errors import UnknownExportError, VudoError
 from .context import SpiritContext, make_inbox
 from .instance import instantiate, link_externs, new_store
