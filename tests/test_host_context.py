@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import ClassVar
 
 import pytest
 
@@ -126,7 +127,7 @@ def test_vudo_sleep__is_the_contexts_sleep() -> None:
 
 def test_vudo_monotonic_now__never_decreases() -> None:
     class Backwards(MockTimeProvider):
-        values = [5, 3, 9]
+        values: ClassVar[list[int]] = [5, 3, 9]
 
         def monotonic_now(self) -> int:
             return self.values.pop(0)

@@ -27,7 +27,8 @@ def _greeter() -> vudo.Loa:
 
 
 CASES = {
-    "ok": '(module (import "vudo" "vudo_print" (func (param i32 i32))) (memory (export "memory") 1))',
+    "ok": '(module (import "vudo" "vudo_print" (func (param i32 i32))) '
+          '(memory (export "memory") 1))',
     "aliases": '''(module (import "loa" "vudo_now" (func (result i64)))
         (import "env" "vudo_random" (func (result f64))))''',
     "variant": '(module (import "vudo" "vudo_error" (func (param i32 i32) (result i32))) '
