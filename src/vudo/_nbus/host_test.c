@@ -1,0 +1,137 @@
+/* host_test.c: thin entry points that let the tests drive the C API and the host function
+ * bodies from Python (private: names start with an underscore). */
+#include "nbus.h"
+
+#include <string.h>
+
+#define TEST_PAGE 65536u
+
+/* A bytearray standing in for linear memory: `size` bytes in use, grown a page at a time up
+ * to the bytearray's length (like WasmMemory._grow_for_heap: a memory starting empty skips 8). */
+static int test_grow(vudo_mem *m, uint64_t min_bytes, uint32_t *start, uint32_t *length) {
+    uint64_t cap = *(uint64_t *)m->ctx;
+    uint64_t reserve = m->size == 0 ? 8 : 0;
+    uint64_t pages = (min_bytes + reserve + TEST_PAGE - 1) / TEST_PAGE;
+    if (m->size + pages * TEST_PAGE > cap) return VUDO_ERROR;
+    *start = (uint32_t)(m->size + reserve);
+    *length = (uint32_t)(pages * TEST_PAGE - reserve);
+    m->size += pages * TEST_PAGE;
+    return 0;
+}
+
+/* _host_call(fn, bus, heap, memory, size, name, args, max_message_size=-1, max_alloc=-1)
+ *   -> (status, result, size). Runs without the GIL, as the native core would. */
+static PyObject *host_call(PyObject *mod, PyObject *args) {
+    const char *fn, *name;
+    Py_ssize_t name_len;
+    PyObject *busobj, *heapobj, *memobj, *fargs;
+    unsigned long long size;
+    long long max_msg = -1, max_alloc = -1;
+    if (!PyArg_ParseTuple(args, "sOOOKs#O!|LL:_host_call", &fn, &busobj, &heapobj, &memobj,
+                          &size, &name, &name_len, &PyTuple_Type, &fargs, &max_msg, &max_alloc))
+        return NULL;
+    vudo_bus *bus = nbus_bus_from_object(busobj);
+    vudo_heap *heap = bus ? nbus_heap_from_object(heapobj) : NULL;
+    if (heap == NULL) return NULL;
+    int64_t a[3] = {0, 0, 0};
+    Py_ssize_t na = PyTuple_GET_SIZE(fargs);
+    for (Py_ssize_t i = 0; i < na && i < 4; i++)
+        if (i < 3 && nbus_as_i64(PyTuple_GET_ITEM(fargs, i), &a[i]) != 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_OverflowError, "argument too big");
+            return NULL;
+        }
+    int64_t a3 = 0;
+    if (na > 3 && nbus_as_i64(PyTuple_GET_ITEM(fargs, 3), &a3) != 0) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(memobj, &view, PyBUF_WRITABLE) < 0) return NULL;
+    uint64_t cap = (uint64_t)view.len;
+    if (size > cap) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "size %llu is beyond the memory", size);
+    }
+    vudo_mem m = {view.buf, size, test_grow, NULL, NULL, &cap};
+    vudo_host h = {bus, heap, &m, name, (size_t)name_len, max_msg, max_alloc};
+    int status = -1;
+    int32_t r = 0;
+    uint32_t u0 = (uint32_t)a[0], u1 = (uint32_t)a[1], u2 = (uint32_t)a[2], u3 = (uint32_t)a3;
+    Py_BEGIN_ALLOW_THREADS
+    if (!strcmp(fn, "send")) status = vudo_host_send(&h, u0, u1, u2, u3, &r);
+    else if (!strcmp(fn, "recv")) status = vudo_host_recv(&h, &r);
+    else if (!strcmp(fn, "pending")) status = vudo_host_pending(&h, &r);
+    else if (!strcmp(fn, "broadcast")) status = vudo_host_broadcast(&h, u0, u1, &r);
+    else if (!strcmp(fn, "free_message")) status = vudo_host_free_message(&h, u0);
+    else if (!strcmp(fn, "alloc")) status = vudo_host_alloc(&h, (int32_t)u0, &r);
+    else if (!strcmp(fn, "free")) status = vudo_host_free(&h, u0, (int32_t)u1);
+    else if (!strcmp(fn, "realloc"))
+        status = vudo_host_realloc(&h, u0, (int32_t)u1, (int32_t)u2, &r);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (status < 0) return PyErr_Format(PyExc_ValueError, "unknown host function %s", fn);
+    return Py_BuildValue("iiK", status, (int)r, (unsigned long long)m.size);
+}
+
+typedef struct {
+    vudo_bus *bus;
+    const char *to;
+    long n;
+    int sender;
+    long ok;
+} poster;
+
+static void *post_many(void *arg) {
+    poster *p = arg;
+    char from[16];
+    int fl = snprintf(from, sizeof from, "t%d", p->sender);
+    for (long i = 0; i < p->n; i++) {
+        uint32_t v = (uint32_t)i;
+        p->ok += nbus_api.bus_post(p->bus, from, (size_t)fl, p->to, strlen(p->to),
+                                   (const uint8_t *)&v, 4, 0) == VUDO_OK;
+    }
+    return NULL;
+}
+
+/* _post_from_threads(bus, to, threads, per_thread) -> accepted: C threads without the GIL
+ * post u32 sequence numbers as senders "t0", "t1", ... through the C API. */
+static PyObject *post_from_threads(PyObject *mod, PyObject *args) {
+    PyObject *busobj;
+    const char *to;
+    int threads;
+    long per;
+    if (!PyArg_ParseTuple(args, "Osil:_post_from_threads", &busobj, &to, &threads, &per))
+        return NULL;
+    vudo_bus *bus = nbus_bus_from_object(busobj);
+    if (bus == NULL) return NULL;
+    if (threads < 1 || threads > 64) return PyErr_Format(PyExc_ValueError, "1..64 threads");
+    poster ps[64];
+    pthread_t ts[64];
+    int started = 0;
+    long ok = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < threads; i++) {
+        ps[i] = (poster){bus, to, per, i, 0};
+        if (pthread_create(&ts[i], NULL, post_many, &ps[i]) == 0) started++;
+        else break;
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(ts[i], NULL);
+        ok += ps[i].ok;
+    }
+    Py_END_ALLOW_THREADS
+    if (started < threads) return PyErr_Format(PyExc_RuntimeError, "pthread_create failed");
+    return PyLong_FromLong(ok);
+}
+
+/* _capsule_ok() -> bool: the capsule imports back to this module's table. */
+static PyObject *capsule_ok(PyObject *mod, PyObject *Py_UNUSED(arg)) {
+    const vudo_nbus_api *api = PyCapsule_Import(VUDO_NBUS_CAPSULE, 0);
+    if (api == NULL) return NULL;
+    return PyBool_FromLong(api == &nbus_api && api->abi_version == VUDO_NBUS_ABI_VERSION);
+}
+
+PyMethodDef nbus_test_methods[] = {
+    {"_host_call", host_call, METH_VARARGS, "Run a host function body on a bytearray (tests)."},
+    {"_post_from_threads", post_from_threads, METH_VARARGS,
+     "Post from C threads without the GIL through the C API (tests)."},
+    {"_capsule_ok", capsule_ok, METH_NOARGS, "Whether the C API capsule imports (tests)."},
+    {NULL, NULL, 0, NULL},
+};
