@@ -1,0 +1,158 @@
+"""The C message bus and host heap (vudo._nbus) against the Python ones' own tests.
+
+Every test of tests/test_bus.py and tests/test_allocator.py runs again here with the C class
+swapped in for the Python one (the Python runs stay in their own files), plus what is specific
+to the C module: clear(name), the selector, and the C API capsule.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import test_allocator
+import test_bus
+
+import vudo
+from vudo import _nbus_select
+
+nbus = pytest.importorskip("vudo._nbus", reason="the C extension vudo._nbus is not built")
+CBus = nbus.MessageBus
+CFreeList = nbus.FreeListAllocator
+
+
+@pytest.fixture(autouse=True)
+def _c_implementations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(test_bus, "MessageBus", CBus)
+    monkeypatch.setattr(vudo, "MessageBus", CBus)
+    monkeypatch.setattr(test_allocator, "FreeListAllocator", CFreeList)
+
+
+# The Python tests, collected again in this module (with the fixture above active).
+globals().update(
+    {name: obj for name, obj in vars(test_bus).items() if name.startswith("test_")}
+)
+globals().update(
+    {
+        name: obj
+        for name, obj in vars(test_allocator).items()
+        if name.startswith("test_") and "bump" not in name
+    }
+)
+bus = test_bus.bus
+
+
+class CAllocatorMachine(test_allocator.AllocatorMachine):
+    """The allocator state machine over the C heap."""
+
+    make = staticmethod(lambda mem: CFreeList(mem.grow, mem.zero, mem.move))
+
+
+TestCFreeListProperties = CAllocatorMachine.TestCase
+TestCFreeListProperties.settings = test_allocator._settings
+
+
+# --------------------------------------------------------------------------------------------
+# What only the C module has
+# --------------------------------------------------------------------------------------------
+def test_implementations_are_swapped_in() -> None:
+    """Guards the reuse above: the borrowed tests really build the C classes."""
+    assert test_bus.MessageBus is CBus
+    assert type(test_allocator.freelist(test_allocator.FakeMemory())) is CFreeList
+
+
+def test_clear_one_inbox(bus: CBus) -> None:
+    bus.broadcast("a", b"x")
+    bus.clear("b")
+    assert [bus.pending(n) for n in ("a", "b", "c")] == [1, 0, 1]
+    bus.clear("nobody")  # unknown: no-op
+    assert bus.post("a", "b", b"y") == test_bus.OK and bus.pending("b") == 1
+
+
+def test_messages_are_broker_messages(bus: CBus) -> None:
+    bus.post("a", "b", b"p", 7)
+    msg = bus.recv("b")
+    assert type(msg) is vudo.Message and msg == ("a", "b", 7, b"p", msg.timestamp)
+
+
+def test_requeue_puts_the_message_first(bus: CBus) -> None:
+    bus.post("a", "b", b"1")
+    bus.post("a", "b", b"2")
+    first = bus.recv("b")
+    assert first is not None
+    bus.requeue(first)
+    again = bus.recv("b")
+    assert again == first
+    bus.requeue(vudo.Message("a", "ghost", 0, b"x", 1.0))  # no such inbox: dropped
+    assert bus.pending("ghost") == 0
+
+
+def test_bad_arguments_raise_type_errors(bus: CBus) -> None:
+    with pytest.raises(TypeError):
+        bus.post("a", 3, b"x")
+    with pytest.raises(TypeError):
+        bus.recv("b", "one")
+    with pytest.raises(OverflowError):
+        bus.post("a", "b", b"x", 2**70)
+    assert bus.pending("b") == 0
+
+
+def test_c_threads_post_without_the_gil_while_python_receives() -> None:
+    bus = CBus(capacity=1_000_000)
+    bus.register("sink")
+    got: list[vudo.Message] = []
+    done = [False]
+
+    def consume() -> None:
+        while not done[0] or bus.pending("sink"):
+            msg = bus.recv("sink")
+            if msg is not None:
+                got.append(msg)
+
+    import threading
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        assert nbus._post_from_threads(bus, "sink", 4, 5_000) == 20_000
+    finally:
+        done[0] = True
+        consumer.join(20)
+    assert not consumer.is_alive() and len(got) == 20_000
+    for sender in ("t0", "t1", "t2", "t3"):  # each C thread's messages in its order
+        seq = [int.from_bytes(m.payload, "little") for m in got if m.from_ == sender]
+        assert seq == list(range(5_000))
+
+
+def test_c_posts_run_python_hooks_and_log_refusals(caplog: pytest.LogCaptureFixture) -> None:
+    bus = CBus(capacity=10)
+    bus.register("sink")
+    seen: list[bytes] = []
+    bus.on_message("sink", lambda m: seen.append(m.payload))
+    with caplog.at_level("WARNING", logger="vudo.bus"):
+        assert nbus._post_from_threads(bus, "sink", 2, 20) == 10
+    assert len(seen) == 10
+    warnings = [r for r in caplog.records if r.name == "vudo.bus" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "'sink'" in warnings[0].getMessage()
+
+
+def test_capsule_exports_the_c_api() -> None:
+    assert nbus._capsule_ok() is True
+    assert nbus.ABI_VERSION == 1
+
+
+def _run(code: str, **env: str) -> str:
+    full = {**os.environ, **env}
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                         text=True, timeout=60, check=True)
+    return out.stdout.strip()
+
+
+def test_selector_prefers_c_and_vudo_native_0_forces_python() -> None:
+    code = ("from vudo import _nbus_select as s; print(s.available(), "
+            "s.message_bus_class().__module__, s.freelist_allocator_class().__module__)")
+    assert _run(code, VUDO_NATIVE="1") == "True vudo._nbus vudo._nbus"
+    assert _run(code, VUDO_NATIVE="0") == "False vudo.broker vudo.allocator"
+    assert _nbus_select.available() is (os.environ.get("VUDO_NATIVE") != "0")
