@@ -121,6 +121,48 @@ static PyObject *post_from_threads(PyObject *mod, PyObject *args) {
     return PyLong_FromLong(ok);
 }
 
+/* _bench_roundtrip(bus, heap, memory, size, sender, receiver, n, payload_len) -> size:
+ * n times vudo_send + vudo_recv + vudo_free_message in C, without the GIL (benchmarks). */
+static PyObject *bench_roundtrip(PyObject *mod, PyObject *args) {
+    PyObject *busobj, *heapobj, *memobj;
+    unsigned long long size;
+    const char *from_, *to;
+    Py_ssize_t fl, tl;
+    long n;
+    unsigned int plen;
+    if (!PyArg_ParseTuple(args, "OOOKs#s#lI:_bench_roundtrip", &busobj, &heapobj, &memobj,
+                          &size, &from_, &fl, &to, &tl, &n, &plen))
+        return NULL;
+    vudo_bus *bus = nbus_bus_from_object(busobj);
+    vudo_heap *heap = bus ? nbus_heap_from_object(heapobj) : NULL;
+    if (heap == NULL) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(memobj, &view, PyBUF_WRITABLE) < 0) return NULL;
+    uint64_t cap = (uint64_t)view.len;
+    if (size > cap || (uint64_t)tl + plen + 64 > size) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "memory too small");
+    }
+    vudo_mem m = {view.buf, size, test_grow, NULL, NULL, &cap};
+    vudo_host tx = {bus, heap, &m, from_, (size_t)fl, -1, -1};
+    vudo_host rx = {bus, heap, &m, to, (size_t)tl, -1, -1};
+    memcpy(m.base + 16, to, (size_t)tl); /* the recipient's name, then the payload */
+    uint32_t payload = (uint32_t)(16 + tl + 7) & ~7u;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (long i = 0; i < n && !bad; i++) {
+        int32_t r, ptr;
+        memcpy(m.base + payload, &i, sizeof i < plen ? sizeof i : plen);
+        bad |= vudo_host_send(&tx, 16, (uint32_t)tl, payload, plen, &r) || r != VUDO_OK;
+        bad |= vudo_host_recv(&rx, &ptr) || ptr == 0;
+        if (!bad) vudo_host_free_message(&rx, (uint32_t)ptr);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (bad) return PyErr_Format(PyExc_RuntimeError, "a round trip failed");
+    return PyLong_FromUnsignedLongLong(m.size);
+}
+
 /* _capsule_ok() -> bool: the capsule imports back to this module's table. */
 static PyObject *capsule_ok(PyObject *mod, PyObject *Py_UNUSED(arg)) {
     const vudo_nbus_api *api = PyCapsule_Import(VUDO_NBUS_CAPSULE, 0);
@@ -132,6 +174,8 @@ PyMethodDef nbus_test_methods[] = {
     {"_host_call", host_call, METH_VARARGS, "Run a host function body on a bytearray (tests)."},
     {"_post_from_threads", post_from_threads, METH_VARARGS,
      "Post from C threads without the GIL through the C API (tests)."},
+    {"_bench_roundtrip", bench_roundtrip, METH_VARARGS,
+     "send + recv + free_message n times in C (benchmarks)."},
     {"_capsule_ok", capsule_ok, METH_NOARGS, "Whether the C API capsule imports (tests)."},
     {NULL, NULL, 0, NULL},
 };
