@@ -6,8 +6,11 @@ Kept minimal: project metadata lives in pyproject.toml. ``optional=True`` makes 
 
 from setuptools import Extension, setup
 
-NBUS_SOURCES = ["bus.c", "bus_py.c", "bus_type.c", "heap.c", "heap_py.c", "host.c",
-                "host_test.c", "module.c"]
+NBUS_SOURCES = [
+    "bus.c", "bus_hooks.c", "bus_py.c", "bus_type.c",  # the message bus
+    "heap.c", "heap_py.c",  # the host heap
+    "host.c", "host_test.c", "module.c",  # host function bodies, test entry points, capsule
+]
 
 setup(
     ext_modules=[

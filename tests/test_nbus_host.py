@@ -177,3 +177,16 @@ def test_broadcast_reaches_everyone_or_says_error(bus) -> None:
         bus.post("x", "b", b"fill")
     assert a.call("broadcast", 1000, 3) == (DONE, ERROR)  # b is full
     assert bus.pending("a") == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [(b"\xc3\xa9t\xc3\xa9", "été"), (b"\xf0\x9f\x91\xbb", "\U0001f47b"),  # valid: as is
+     (b"\xed\xa0\x80", "\ufffd" * 3), (b"\xc0\xaf", "\ufffd" * 2), (b"a\xe2\x82", "a\ufffd")],
+)
+def test_recipient_names_decode_as_read_string_does(raw: bytes, name: str) -> None:
+    assert raw.decode("utf-8", "replace") == name  # what the Python Loa would look up
+    bus = nbus.MessageBus()
+    bus.register(name)
+    assert Spirit(bus, "a").send(raw, b"x") == (DONE, OK)
+    assert bus.pending(name) == 1

@@ -196,7 +196,7 @@ int64_t heap_alloc(vudo_heap *h, vudo_mem *m, uint64_t size, uint64_t align, int
         }
         if (ptr == 0) {
             uint32_t start = 0, length = 0;
-            int rc = m->grow(m, size + align, &start, &length);
+            int rc = m->grow ? m->grow(m, size + align, &start, &length) : VUDO_ERROR;
             if (rc == VUDO_PY_ERROR) return rc;
             if (rc != 0 || start == 0) return 0;
             if (reserve((void **)&h->regions, &h->regions_cap, h->nregions + 1,

@@ -11,6 +11,29 @@ static int in_bounds(const vudo_mem *m, uint64_t ptr, uint64_t len) {
     return m->base != NULL && ptr + len <= m->size;
 }
 
+/* Whether s is strict UTF-8 (as Python's decoder: no overlongs, surrogates or > U+10FFFF). */
+static int valid_utf8(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                   : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (len == 0 || i + len > n) return 0;
+        uint8_t c1 = s[i + 1];
+        uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+        uint8_t hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        if (c1 < lo || c1 > hi) return 0;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+        i += len;
+    }
+    return 1;
+}
+
 /* The recipient name as UTF-8: invalid bytes become U+FFFD, as read_string("replace") does
  * (through Python: rare, and it must match exactly). *owned is a bytes object to release. */
 static int recipient(const uint8_t *s, size_t n, const char **out, size_t *out_len,
@@ -18,10 +41,7 @@ static int recipient(const uint8_t *s, size_t n, const char **out, size_t *out_l
     *owned = NULL;
     *out = (const char *)s;
     *out_len = n;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] >= 0x80) goto slow;
-    return VUDO_HOST_DONE;
-slow:;
+    if (valid_utf8(s, n)) return VUDO_HOST_DONE;
     PyGILState_STATE g = PyGILState_Ensure();
     PyObject *str = PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, "replace");
     PyObject *b = str ? PyUnicode_AsUTF8String(str) : NULL;

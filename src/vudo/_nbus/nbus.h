@@ -82,9 +82,10 @@ int nbus_bus_broadcast(vudo_bus *bus, const char *from_, size_t from_len,
 int nbus_post_nogil(vudo_bus *bus, vudo_msg *msg);
 int nbus_import_python_types(void);
 
-/* bus_type.c */
+/* bus_type.c, bus_hooks.c */
 extern PyTypeObject NbusBusType;
 extern PyTypeObject NbusUnsubscribeType;
+PyObject *nbus_bus_on_message(BusObject *self, PyObject *const *args, Py_ssize_t nargs);
 vudo_bus *nbus_bus_from_object(void *o);
 
 /* heap_py.c */
