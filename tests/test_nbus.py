@@ -18,7 +18,9 @@ import test_bus
 import vudo
 from vudo import _nbus_select
 
-nbus = pytest.importorskip("vudo._nbus", reason="the C extension vudo._nbus is not built")
+nbus = _nbus_select.native_module()
+if nbus is None:
+    pytest.skip("vudo._nbus is not built (or VUDO_NATIVE=0)", allow_module_level=True)
 CBus = nbus.MessageBus
 CFreeList = nbus.FreeListAllocator
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from vudo import ResultCode
+from vudo import ResultCode, _nbus_select
 
-nbus = pytest.importorskip("vudo._nbus", reason="the C extension vudo._nbus is not built")
+nbus = _nbus_select.native_module()
+if nbus is None:
+    pytest.skip("vudo._nbus is not built (or VUDO_NATIVE=0)", allow_module_level=True)
 
 PAGE = 65536
 DONE, FAULT, OVERSIZED = 0, 1, 2

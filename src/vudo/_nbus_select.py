@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("vudo.native")
+_ABI_VERSION = 1  # VUDO_NBUS_ABI_VERSION in _nbus/vudo_nbus.h
 _module: ModuleType | None = None
 _loaded = False
 
@@ -39,9 +40,18 @@ def native_module() -> ModuleType | None:
             _log.debug("VUDO_NATIVE=0: using the Python message bus and host heap")
         else:
             try:  # by name: the module may not be built, and has no type stubs
-                _module = importlib.import_module("vudo._nbus")
+                mod = importlib.import_module("vudo._nbus")
             except ImportError as exc:
                 _log.debug("vudo._nbus is not available (%s): using the Python paths", exc)
+            else:
+                # Without a compiler, vudo/_nbus/ (the C sources) imports as an empty
+                # namespace package; an extension built for another ABI is no better.
+                version = getattr(mod, "ABI_VERSION", None)
+                if version == _ABI_VERSION:
+                    _module = mod
+                else:
+                    _log.debug("vudo._nbus has ABI version %r, not %d (not built?): using "
+                               "the Python paths", version, _ABI_VERSION)
     return _module
 
 
