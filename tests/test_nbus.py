@@ -158,3 +158,29 @@ def test_selector_prefers_c_and_vudo_native_0_forces_python() -> None:
     assert _run(code, VUDO_NATIVE="1") == "True vudo._nbus vudo._nbus"
     assert _run(code, VUDO_NATIVE="0") == "False vudo.broker vudo.allocator"
     assert _nbus_select.available() is (os.environ.get("VUDO_NATIVE") != "0")
+
+
+def test_c_posts_race_registration_and_clear_safely() -> None:
+    """C threads post while Python unregisters, re-registers and clears the target: every
+    post is OK or NOT_FOUND, nothing crashes, and the inbox never exceeds its capacity."""
+    import threading
+
+    bus = CBus(capacity=50)
+    bus.register("sink")
+    accepted: list[int] = []
+    poster = threading.Thread(
+        target=lambda: accepted.append(nbus._post_from_threads(bus, "sink", 4, 20_000))
+    )
+    poster.start()
+    rounds = 0
+    while poster.is_alive() or rounds < 100:
+        bus.unregister("sink")
+        bus.register("sink", capacity=50)
+        bus.on_message("sink", lambda _m: None)
+        assert bus.pending("sink") <= 50
+        bus.clear("sink")
+        bus.recv("sink")
+        rounds += 1
+    poster.join(20)
+    assert not poster.is_alive() and 0 <= accepted[0] <= 80_000
+    assert bus.spirits() == ["sink"] and bus.pending("sink") <= 50

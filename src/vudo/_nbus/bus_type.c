@@ -187,7 +187,9 @@ static PyObject *bus_is_registered(BusObject *self, PyObject *name) {
 
 static PyObject *bus_spirits(BusObject *self, PyObject *Py_UNUSED(arg)) {
     for (;;) { /* allocate outside the lock (it may run the GC), then fill if nothing changed */
+        pthread_mutex_lock(&self->bus.lock);
         size_t n = self->bus.count;
+        pthread_mutex_unlock(&self->bus.lock);
         PyObject *list = PyList_New((Py_ssize_t)n);
         if (list == NULL) return NULL;
         pthread_mutex_lock(&self->bus.lock);
