@@ -395,13 +395,43 @@ static int set_debug(BusObject *self, PyObject *v, void *Py_UNUSED(c)) {
     return 0;
 }
 
+/* Keyword-capable entry points for methods written as one-argument functions (the Python
+ * class accepts every argument by keyword too). */
+#define ONE_ARG_WRAPPER(py, impl, fn, argname)                                                  \
+    static PyObject *py(BusObject *self, PyObject *const *args, Py_ssize_t nargs,            \
+                        PyObject *kwnames) {                                                  \
+        static const char *const names[] = {argname, NULL};                                   \
+        PyObject *a[1];                                                                       \
+        if (parse(fn, args, nargs, kwnames, names, 1, a) < 0) return NULL;             \
+        return impl(self, a[0]);                                                              \
+    }
+ONE_ARG_WRAPPER(kw_unregister, bus_unregister, "unregister", "name")
+ONE_ARG_WRAPPER(kw_is_registered, bus_is_registered, "is_registered", "name")
+ONE_ARG_WRAPPER(kw_requeue, bus_requeue, "requeue", "message")
+
+static PyObject *kw_on_message(BusObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    static const char *const names[] = {"name", "callback", NULL};
+    PyObject *a[2];
+    if (parse("on_message", args, nargs, kwnames, names, 2, a) < 0) return NULL;
+    return nbus_bus_on_message(self, a, 2);
+}
+
+static PyObject *kw_clear(BusObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames) {
+    static const char *const names[] = {"name", NULL};
+    PyObject *a[1];
+    if (parse("clear", args, nargs, kwnames, names, 0, a) < 0) return NULL;
+    return bus_clear(self, a, a[0] != NULL);
+}
+
 #define FAST(f) (PyCFunction)(void (*)(void))(f)
 static PyMethodDef bus_methods[] = {
     {"register", FAST(bus_register), METH_FASTCALL | METH_KEYWORDS,
      "register(name, *, capacity=None): create the inbox of name; ValueError if it exists."},
-    {"unregister", (PyCFunction)bus_unregister, METH_O,
+    {"unregister", FAST(kw_unregister), METH_FASTCALL | METH_KEYWORDS,
      "unregister(name): drop the inbox of name and its messages; unknown names: no-op."},
-    {"is_registered", (PyCFunction)bus_is_registered, METH_O,
+    {"is_registered", FAST(kw_is_registered), METH_FASTCALL | METH_KEYWORDS,
      "is_registered(name) -> bool: whether name has an inbox."},
     {"spirits", (PyCFunction)bus_spirits, METH_NOARGS,
      "spirits() -> list[str]: registered names, in registration order."},
@@ -417,11 +447,11 @@ static PyMethodDef bus_methods[] = {
      "peek(name, channel=0) -> Message | None: the oldest message, left in place."},
     {"pending", FAST(bus_pending), METH_FASTCALL | METH_KEYWORDS,
      "pending(name, channel=0) -> int: messages waiting for name."},
-    {"requeue", (PyCFunction)bus_requeue, METH_O,
+    {"requeue", FAST(kw_requeue), METH_FASTCALL | METH_KEYWORDS,
      "requeue(message): put a message just taken back at the front of its inbox."},
-    {"on_message", FAST(nbus_bus_on_message), METH_FASTCALL,
+    {"on_message", FAST(kw_on_message), METH_FASTCALL | METH_KEYWORDS,
      "on_message(name, callback) -> unsubscribe: call callback(message) after each delivery."},
-    {"clear", FAST(bus_clear), METH_FASTCALL,
+    {"clear", FAST(kw_clear), METH_FASTCALL | METH_KEYWORDS,
      "clear(name=None): drop the queued messages of name, or of every inbox."},
     {"close", (PyCFunction)bus_close, METH_NOARGS, "close(): drop every inbox."},
     {NULL, NULL, 0, NULL},
