@@ -184,3 +184,21 @@ def test_c_posts_race_registration_and_clear_safely() -> None:
     poster.join(20)
     assert not poster.is_alive() and 0 <= accepted[0] <= 80_000
     assert bus.spirits() == ["sink"] and bus.pending("sink") <= 50
+
+
+@pytest.mark.parametrize("cls", [vudo.broker.MessageBus, CBus], ids=["python", "c"])
+def test_every_argument_can_be_given_by_keyword(cls: type) -> None:
+    b = cls(capacity=3, debug=False)
+    b.register(name="a", capacity=2)
+    assert b.post(from_="x", to="a", payload=b"1", channel=2) == test_bus.OK
+    assert b.send(from_="x", to="a", channel=0, payload=b"2") is True
+    assert b.is_registered(name="a") and b.pending(name="a", channel=2) == 1
+    peeked = b.peek(name="a", channel=2)
+    msg = b.recv(name="a", channel=2)
+    assert msg == peeked and msg is not None
+    b.requeue(message=msg)
+    stop = b.on_message(name="a", callback=lambda _m: None)
+    stop()
+    assert b.broadcast(from_="x", payload=b"3", channel=0) == 0  # a is full
+    b.unregister(name="a")
+    assert b.spirits() == []
