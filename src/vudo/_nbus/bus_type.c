@@ -469,7 +469,7 @@ PyTypeObject NbusBusType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "vudo._nbus.MessageBus",
     .tp_basicsize = sizeof(BusObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .tp_doc = "MessageBus(*, capacity=10000, debug=False): vudo.broker.MessageBus in C, one "
               "mutex per bus, usable by C code on any thread without the GIL.",
     .tp_new = bus_new,

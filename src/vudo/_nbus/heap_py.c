@@ -235,7 +235,7 @@ PyTypeObject NbusHeapType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "vudo._nbus.FreeListAllocator",
     .tp_basicsize = sizeof(HeapObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .tp_doc = "FreeListAllocator(grow, zero, move): vudo's default host heap with its "
               "bookkeeping in C (same algorithm and addresses as the Python version).",
     .tp_new = PyType_GenericNew,
