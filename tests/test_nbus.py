@@ -14,6 +14,8 @@ import sys
 import pytest
 import test_allocator
 import test_bus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import vudo
 from vudo import _nbus_select
@@ -202,3 +204,47 @@ def test_every_argument_can_be_given_by_keyword(cls: type) -> None:
     assert b.broadcast(from_="x", payload=b"3", channel=0) == 0  # a is full
     b.unregister(name="a")
     assert b.spirits() == []
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("alloc"), st.integers(-1, 5000), st.sampled_from([1, 8, 16, 64, 4096])),
+        st.tuples(st.just("free"), st.integers(0, 40), st.just(0)),
+        st.tuples(st.just("realloc"), st.integers(0, 40), st.integers(-1, 6000)),
+        st.tuples(st.just("reset"), st.just(0), st.just(0)),
+        st.tuples(st.just("spirit_grow"), st.just(0), st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=_OPS)
+def test_c_heap_hands_out_the_same_addresses_as_the_python_one(ops) -> None:
+    """The same operations on both heaps give the same results, byte for byte in memory."""
+    mems = [test_allocator.FakeMemory(max_bytes=test_allocator.FLOOR + 64 * 1024)
+            for _ in range(2)]
+    heaps = [vudo.allocator.FreeListAllocator(mems[0].grow, mems[0].zero, mems[0].move),
+             CFreeList(mems[1].grow, mems[1].zero, mems[1].move)]
+    live: list[tuple[int, int]] = []  # (ptr, size) the same for both
+    for op, x, y in ops:
+        if op == "alloc":
+            got = [h.alloc(x, y) for h in heaps]
+            if got[0]:
+                live.append((got[0], x))
+        elif op == "free" and live:
+            ptr, _ = live.pop(x % len(live))
+            got = [h.free(ptr) for h in heaps]
+        elif op == "realloc" and live:
+            ptr, old = live.pop(x % len(live))
+            got = [h.realloc(ptr, old, y) for h in heaps]
+            live.append((got[0], y) if got[0] else (ptr, old))
+        elif op == "reset":
+            got = [h.reset() for h in heaps]
+            live.clear()
+        else:
+            got = [m.spirit_grow() for m in mems]
+        assert got[0] == got[1], (op, x, y)
+        assert heaps[0].in_use == heaps[1].in_use and heaps[0].heap_bytes == heaps[1].heap_bytes
+        assert [heaps[0].size_of(p) for p, _ in live] == [heaps[1].size_of(p) for p, _ in live]
+    assert mems[0].data == mems[1].data and mems[0].grow_calls == mems[1].grow_calls
