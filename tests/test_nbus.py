@@ -248,3 +248,61 @@ def test_c_heap_hands_out_the_same_addresses_as_the_python_one(ops) -> None:
         assert heaps[0].in_use == heaps[1].in_use and heaps[0].heap_bytes == heaps[1].heap_bytes
         assert [heaps[0].size_of(p) for p, _ in live] == [heaps[1].size_of(p) for p, _ in live]
     assert mems[0].data == mems[1].data and mems[0].grow_calls == mems[1].grow_calls
+
+
+_NAMES = st.sampled_from(["a", "b", "c", "é"])
+_BUS_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("register"), _NAMES, st.integers(1, 4)),
+        st.tuples(st.just("unregister"), _NAMES, st.just(0)),
+        st.tuples(st.just("post"), st.tuples(_NAMES, _NAMES), st.integers(0, 3)),
+        st.tuples(st.just("broadcast"), _NAMES, st.integers(0, 3)),
+        st.tuples(st.just("recv"), _NAMES, st.integers(0, 3)),
+        st.tuples(st.just("peek"), _NAMES, st.integers(0, 3)),
+        st.tuples(st.just("pending"), _NAMES, st.integers(0, 3)),
+        st.tuples(st.just("requeue"), _NAMES, st.just(0)),
+        st.tuples(st.just("clear"), st.just(None), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+def _comparable(result: object) -> object:
+    if isinstance(result, vudo.Message):
+        return result._replace(timestamp=0.0)
+    return result
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=_BUS_OPS)
+def test_c_bus_gives_the_python_bus_results(ops) -> None:
+    """The same operations on both buses give the same results (timestamps aside)."""
+    buses = [vudo.broker.MessageBus(capacity=3), CBus(capacity=3)]
+    taken: list[list[vudo.Message]] = [[], []]
+    for n, (op, x, y) in enumerate(ops):
+        got = []
+        for i, bus in enumerate(buses):
+            if op == "register":
+                try:
+                    got.append(bus.register(x, capacity=y))
+                except ValueError as exc:
+                    got.append(str(exc))
+            elif op == "unregister":
+                got.append(bus.unregister(x))
+            elif op == "post":
+                got.append(bus.post(x[0], x[1], str(n).encode(), y))
+            elif op == "broadcast":
+                got.append(bus.broadcast(x, str(n).encode(), y))
+            elif op == "recv":
+                msg = bus.recv(x, y)
+                if msg is not None:
+                    taken[i].append(msg)
+                got.append(msg)
+            elif op == "requeue":
+                got.append(bus.requeue(taken[i].pop()) if taken[i] else None)
+            elif op == "clear":
+                got.append(bus.clear())
+            else:
+                got.append(getattr(bus, op)(x, y))
+        assert _comparable(got[0]) == _comparable(got[1]), (op, x, y)
+        assert buses[0].spirits() == buses[1].spirits()
