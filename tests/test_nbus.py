@@ -306,3 +306,18 @@ def test_c_bus_gives_the_python_bus_results(ops) -> None:
                 got.append(getattr(bus, op)(x, y))
         assert _comparable(got[0]) == _comparable(got[1]), (op, x, y)
         assert buses[0].spirits() == buses[1].spirits()
+
+
+def test_the_c_api_table_works_as_a_native_caller_uses_it() -> None:
+    bus = CBus()
+    bus.register("rx")
+    bus.register("other")
+    got = nbus._capsule_selftest(bus, "rx")
+    assert got["post1"] == got["post2"] == 0
+    assert (got["pending"], got["pending_2"], got["left"], got["count"]) == (2, 1, 0, 2)
+    assert got["peek_ok"] and got["requeue_ok"]
+    # The first region of an empty memory skips the null pointer (8 bytes).
+    assert (got["alloc"], got["size_of"], got["huge"], got["freed"]) == (8, 16, 0, -1)
+    assert got["realloc"] == 8  # grown in place into the free rest of the region
+    with pytest.raises(TypeError, match=r"vudo\._nbus\.MessageBus"):
+        nbus._capsule_selftest(vudo.broker.MessageBus(), "rx")

@@ -2,6 +2,7 @@
  * bodies from Python (private: names start with an underscore). */
 #include "nbus.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define TEST_PAGE 65536u
@@ -163,6 +164,54 @@ static PyObject *bench_roundtrip(PyObject *mod, PyObject *args) {
     return PyLong_FromUnsignedLongLong(m.size);
 }
 
+/* _capsule_selftest(bus, name) -> dict: the C API table used as a native caller would, on
+ * the registered inbox `name` (left empty) and a heap over a fresh 2-page buffer. */
+static PyObject *capsule_selftest(PyObject *mod, PyObject *args) {
+    PyObject *busobj;
+    const char *name;
+    Py_ssize_t nl;
+    if (!PyArg_ParseTuple(args, "Os#:_capsule_selftest", &busobj, &name, &nl)) return NULL;
+    const vudo_nbus_api *api = PyCapsule_Import(VUDO_NBUS_CAPSULE, 0);
+    vudo_bus *bus = api ? api->bus_from_object(busobj) : NULL;
+    if (bus == NULL) return NULL;
+    size_t n = (size_t)nl;
+    int post1 = api->bus_post(bus, "me", 2, name, n, (const uint8_t *)"one", 3, 1);
+    int post2 = api->bus_post(bus, "me", 2, name, n, (const uint8_t *)"two", 3, 2);
+    int64_t all = api->bus_pending(bus, name, n, 0), on2 = api->bus_pending(bus, name, n, 2);
+    vudo_msg *p = api->bus_peek(bus, name, n, 2);
+    int peek_ok = p && p->payload_len == 3 && !memcmp(p->payload, "two", 3) && p->channel == 2;
+    api->msg_free(p);
+    vudo_msg *r = api->bus_recv(bus, name, n, 1);
+    api->bus_requeue(bus, r);
+    vudo_msg *first = api->bus_recv(bus, name, n, 0);
+    int requeue_ok = first && !memcmp(first->payload, "one", 3) && first->from_len == 2 &&
+                     !memcmp(first->from_, "me", 2) && first->to_len == n;
+    api->msg_free(first);
+    api->msg_free(api->bus_recv(bus, name, n, 0));
+    int64_t left = api->bus_pending(bus, name, n, 0), count = api->bus_count(bus);
+
+    vudo_heap heap;
+    heap_init(&heap);
+    uint64_t cap = 2 * TEST_PAGE;
+    uint8_t *buf = calloc(1, cap);
+    if (buf == NULL) return PyErr_NoMemory();
+    vudo_mem m = {buf, 0, test_grow, NULL, NULL, &cap};
+    int64_t a = api->heap_alloc(&heap, &m, 10, 8, 1);
+    int64_t size10 = api->heap_size_of(&heap, (uint32_t)a);
+    int64_t b = api->heap_realloc(&heap, &m, (uint32_t)a, 10, 100);
+    int64_t huge = api->heap_alloc(&heap, &m, 3 * TEST_PAGE, 8, 1); /* beyond the buffer */
+    api->heap_free(&heap, (uint32_t)b);
+    int64_t freed = api->heap_size_of(&heap, (uint32_t)b);
+    heap_destroy(&heap);
+    free(buf);
+    return Py_BuildValue("{si,si,sL,sL,si,si,sL,sL,sL,sL,sL,sL,sL}", "post1", post1, "post2",
+                         post2, "pending", (long long)all, "pending_2", (long long)on2,
+                         "peek_ok", peek_ok, "requeue_ok", requeue_ok, "left", (long long)left,
+                         "count", (long long)count, "alloc", (long long)a, "size_of",
+                         (long long)size10, "realloc", (long long)b, "huge", (long long)huge,
+                         "freed", (long long)freed);
+}
+
 /* _capsule_ok() -> bool: the capsule imports back to this module's table. */
 static PyObject *capsule_ok(PyObject *mod, PyObject *Py_UNUSED(arg)) {
     const vudo_nbus_api *api = PyCapsule_Import(VUDO_NBUS_CAPSULE, 0);
@@ -176,6 +225,8 @@ PyMethodDef nbus_test_methods[] = {
      "Post from C threads without the GIL through the C API (tests)."},
     {"_bench_roundtrip", bench_roundtrip, METH_VARARGS,
      "send + recv + free_message n times in C (benchmarks)."},
+    {"_capsule_selftest", capsule_selftest, METH_VARARGS,
+     "Use the C API table as a native caller would (tests)."},
     {"_capsule_ok", capsule_ok, METH_NOARGS, "Whether the C API capsule imports (tests)."},
     {NULL, NULL, 0, NULL},
 };
