@@ -222,6 +222,7 @@ vudo_msg *bus_peek_core(vudo_bus *bus, const char *name, size_t len, int64_t cha
 }
 
 void bus_requeue_core(vudo_bus *bus, vudo_msg *msg) {
+    if (msg == NULL) return; /* what a recv that found nothing returned */
     pthread_mutex_lock(&bus->lock);
     inbox *ib = bus_find(bus, msg->to, msg->to_len);
     if (ib != NULL) { /* no capacity check: the message held its place before */

@@ -69,7 +69,7 @@ static PyObject *sender_name(BusObject *self, const vudo_msg *m) {
             return c;
         }
     }
-    PyObject *d = PyUnicode_DecodeUTF8(m->from_, m->from_len, "surrogatepass");
+    PyObject *d = PyUnicode_DecodeUTF8(m->from_, m->from_len, "replace");
     if (d != NULL && self != NULL) {
         Py_INCREF(d);
         Py_XSETREF(self->from_cache[slot], d);
@@ -85,7 +85,7 @@ PyObject *nbus_make_message(BusObject *self, const vudo_msg *m, PyObject *from_,
     if (from_) Py_INCREF(from_);
     else from_ = sender_name(self, m);
     if (to) Py_INCREF(to);
-    else to = PyUnicode_DecodeUTF8(m->to, m->to_len, "surrogatepass");
+    else to = PyUnicode_DecodeUTF8(m->to, m->to_len, "replace");
     PyObject *ch = PyLong_FromLongLong(m->channel);
     PyObject *pl = PyBytes_FromStringAndSize((const char *)m->payload, m->payload_len);
     PyObject *ts = PyFloat_FromDouble(m->timestamp);

@@ -181,6 +181,7 @@ static PyObject *capsule_selftest(PyObject *mod, PyObject *args) {
     vudo_msg *p = api->bus_peek(bus, name, n, 2);
     int peek_ok = p && p->payload_len == 3 && !memcmp(p->payload, "two", 3) && p->channel == 2;
     api->msg_free(p);
+    api->bus_requeue(bus, NULL); /* harmless */
     vudo_msg *r = api->bus_recv(bus, name, n, 1);
     api->bus_requeue(bus, r);
     vudo_msg *first = api->bus_recv(bus, name, n, 0);

@@ -117,7 +117,8 @@ typedef struct vudo_nbus_api {
                          const uint8_t *payload, size_t payload_len, int64_t channel);
     /* Take the oldest message (channel 0 = any) or NULL. The caller owns it: msg_free. */
     vudo_msg *(*bus_recv)(vudo_bus *bus, const char *name, size_t name_len, int64_t channel);
-    /* Put a message just taken with recv back at the front of its inbox; takes ownership. */
+    /* Put a message just taken with recv back at the front of its inbox; takes ownership
+     * (NULL: no-op). Only what recv returned: a message from peek is still queued. */
     void (*bus_requeue)(vudo_bus *bus, vudo_msg *msg);
     /* The oldest message without taking it (a new reference: msg_free it) or NULL. */
     vudo_msg *(*bus_peek)(vudo_bus *bus, const char *name, size_t name_len, int64_t channel);
