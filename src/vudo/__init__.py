@@ -98,18 +98,18 @@ def native_available() -> bool:
     return get_backend().name == "native"
 
 
-_errors = (
+_ERROR_NAMES = (
     "BrokerUnavailable ConfigError FuelExhausted HostFunctionError HostHeapExhausted "
     "MemoryLimitExceeded NameTaken SeanceError SpiritAssertionError SpiritPanic "
     "SpiritTerminated SpiritTimeout UnknownExportError UnresolvedImport"
 ).split()
-_providers = (
+_PROVIDER_NAMES = (
     "DebugHandler DefaultDebugHandler DefaultEffectHandler EffectHandler Logger LoggerBase "
     "RandomProvider StdLogger SystemRandomProvider SystemTimeProvider TimeProvider"
 ).split()
 _moved: dict[str, str] = {
-    **dict.fromkeys(_errors, "vudo.errors"),
-    **dict.fromkeys(_providers, "vudo.providers"),
+    **dict.fromkeys(_ERROR_NAMES, "vudo.errors"),
+    **dict.fromkeys(_PROVIDER_NAMES, "vudo.providers"),
     **dict.fromkeys(("HOST_FUNCTIONS", "NAMESPACES", "EffectId", "HostFunctionSpec",
                      "LogLevel", "ResultCode"), "vudo.abi"),
     **dict.fromkeys(("Allocator", "BumpAllocator", "FreeListAllocator", "PAGE_SIZE"),

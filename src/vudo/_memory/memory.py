@@ -17,11 +17,18 @@ from typing import Any
 
 import wasmtime
 
+from .._runtime.native import native_module
 from ..errors import ConfigError, HostHeapExhausted, MemoryAccessError, VudoError
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .genes import FIELD_FORMATS, GeneLayout, encode_scalar, pack_complete
 
 __all__ = ["PAGE_SIZE", "WasmMemory"]
+
+_nbus = native_module()
+#: The free-list host heap: bookkeeping in C when the extension is built.
+_FREELIST: AllocatorFactory = (
+    _nbus.FreeListAllocator if _nbus is not None else FreeListAllocator
+)
 
 #: Bytes in a WebAssembly page.
 PAGE_SIZE = 65536
@@ -78,7 +85,7 @@ class WasmMemory:
         # lock, so another thread's access waits for a running call.
         self._lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
         kinds: dict[str, AllocatorFactory] = {
-            "freelist": FreeListAllocator,
+            "freelist": _FREELIST,
             "bump": BumpAllocator,
         }
         if allocator not in kinds:

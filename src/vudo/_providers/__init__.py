@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from .bus import MessageBus
+from .._runtime.native import native_module as _native
+from .bus import MessageBus as PyMessageBus
 from .defaults import (
     DefaultDebugHandler,
     LoggerBase,
@@ -19,7 +20,12 @@ __all__ = [
     "LoggerBase",
     "MessageBus",
     "Providers",
+    "PyMessageBus",
     "StdLogger",
     "SystemRandomProvider",
     "SystemTimeProvider",
 ]
+
+_nbus = _native()
+#: The in-process message bus: the C one when the extension is built, else the Python one.
+MessageBus: type[PyMessageBus] = _nbus.MessageBus if _nbus is not None else PyMessageBus

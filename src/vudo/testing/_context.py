@@ -9,7 +9,7 @@ from .._config import Limits, Permissions
 from .._host import DebugHandler, EffectHandler, Inbox, Logger, RandomProvider, TimeProvider
 from .._host.context import make_inbox
 from .._memory import PAGE_SIZE, WasmMemory
-from .._providers import MessageBus
+from .._providers import MessageBus, PyMessageBus
 from ..abi import ResultCode
 from ._mocks import (
     MockDebugHandler,
@@ -87,7 +87,7 @@ class FakeHostContext:
         effects: EffectHandler | None = None,
         debugger: DebugHandler | None = None,
         debug: bool = False,
-        bus: MessageBus | None = None,
+        bus: PyMessageBus | None = None,
         call_stack: Iterable[str] = (),
     ) -> None:
         self.name = name
