@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from .. import __version__
-from ._common import EXIT_USAGE, Settings, common_options, report_error
+from ._errors import EXIT_USAGE, report_error
+from ._options import Settings, common_options
 from .inspection import inspect_command
 from .run import run_command
 from .session import seance_command

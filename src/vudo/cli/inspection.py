@@ -20,16 +20,10 @@ from rich.text import Text
 
 from ..abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, HostFunctionSpec
 from ..memory import PAGE_SIZE
-from ._common import (
-    Settings,
-    common_options,
-    dump_json,
-    format_signature,
-    func_signature,
-    print_rich,
-    read_module,
-    resolve_source,
-)
+from ._args import format_signature, func_signature
+from ._options import Settings, common_options
+from ._output import dump_json, print_rich
+from ._sources import read_module, resolve_source
 
 __all__ = ["check_import", "inspect_command", "inspect_module", "wasm_layout"]
 

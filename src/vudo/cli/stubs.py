@@ -19,14 +19,9 @@ from pathlib import Path
 import click
 import wasmtime
 
-from ._common import (
-    Settings,
-    common_options,
-    format_signature,
-    func_signature,
-    read_module,
-    resolve_source,
-)
+from ._args import format_signature, func_signature
+from ._options import Settings, common_options
+from ._sources import read_module, resolve_source
 
 __all__ = ["generate_stubs", "stubs_command"]
 
