@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import struct
 import threading
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._trace import TraceRecorder, TracingBroker
 from .abi import EffectId, ResultCode
 from .broker import DEFAULT_INBOX_CAPACITY, MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler, encode_result
@@ -76,8 +78,13 @@ class Seance:
         max_spirits: int | None = None,
         channels: tuple[str, ...] | list[str] = (),
         debug: bool = False,
+        trace: str | os.PathLike[str] | TraceRecorder | None = None,
     ) -> None:
         self.debug = debug
+        #: Records calls, host calls and messages as Chrome trace events (``trace=``), or None.
+        self.tracer: TraceRecorder | None = (
+            trace if isinstance(trace, TraceRecorder) or trace is None else TraceRecorder(trace)
+        )
         # A broker given by the caller stays the caller's to close (it may serve other
         # sessions); the session closes only the bus it made.
         self._owns_broker = broker is None
@@ -85,6 +92,9 @@ class Seance:
         self.messages: MessageBroker = (
             broker if broker is not None else MessageBus(capacity=inbox_capacity, debug=debug)
         )
+        if self.tracer is not None:
+            self.messages = TracingBroker(self.messages, self.tracer)
+            self.tracer.capture_host_calls()
         #: The Loas every Spirit of the session links against.
         self.loas = loas if loas is not None else LoaRegistry()
         self._owns_effects = effect_handler is None
@@ -101,6 +111,7 @@ class Seance:
             "loas": self.loas,
             "limits": limits,
             "permissions": permissions,
+            **({"trace": True} if self.tracer is not None else {}),
         }
         self._spirits: dict[str, Spirit] = {}
         self._stats: dict[str, SpiritStats] = {}
@@ -171,7 +182,11 @@ class Seance:
         start = time.perf_counter()
         failed = True
         try:
-            result = fn(*args)
+            if self.tracer is None:
+                result = fn(*args)
+            else:
+                with self.tracer.call(name, function):
+                    result = fn(*args)
             failed = False
         finally:
             elapsed = time.perf_counter() - start
@@ -243,6 +258,8 @@ class Seance:
             self.messages.close()
         if self._owns_effects and isinstance(self.effect_handler, StandardEffectHandler):
             self.effect_handler.close()
+        if self.tracer is not None:
+            self.tracer.close()
         if self.debug:
             _log.debug("dismissed %d Spirit(s)", len(spirits))
 
