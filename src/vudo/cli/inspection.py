@@ -22,7 +22,7 @@ from ..abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, HostFunctionSpec
 from ..memory import PAGE_SIZE
 from ._args import format_signature, func_signature
 from ._options import Settings, common_options
-from ._output import dump_json, print_rich
+from ._output import dump_json, json_errors, print_rich
 from ._sources import read_module, resolve_source
 
 __all__ = ["check_import", "inspect_command", "inspect_module", "wasm_layout"]
@@ -352,9 +352,11 @@ def inspect_command(ctx: click.Context, spirit: str, as_json: bool) -> None:
     Exit codes: 0 the Spirit links; 1 some import cannot be satisfied; 2 usage error.
     """
     ctx.ensure_object(Settings)
-    report = inspect_module(resolve_source(spirit))
+    with json_errors(as_json, "inspect"):
+        report = inspect_module(resolve_source(spirit))
     if as_json:
-        click.echo(dump_json(report))
+        click.echo(dump_json({"command": "inspect", "ok": report["links"], **report,
+                              "error": None}))
     else:
         print_rich(lambda console: _render(report, console))
     if not report["links"]:
