@@ -23,6 +23,7 @@ import click
 from ..effects import Permissions
 from ..loa import Loa, LoaRegistry
 from ._errors import UsageFailure
+from ._output import json_errors
 
 __all__ = ["Grants", "grant_options", "load_loa", "parse_dir", "parse_env"]
 
@@ -203,12 +204,15 @@ def grant_options(f: F) -> F:
                      help="Add a Python Loa (a vudo.Loa, or a function returning one)."),
     ]
 
+    command = f.__name__.removesuffix("_command")
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["grants"] = _grants_from_options(
-            kwargs.pop("allow_fs"), kwargs.pop("allow_fs_write"), kwargs.pop("allow_host"),
-            kwargs.pop("db"), kwargs.pop("db_write"), kwargs.pop("env_items"),
-            kwargs.pop("dir_items"), kwargs.pop("loa_refs"),
-        )
+        with json_errors(bool(kwargs.get("as_json")), command):
+            kwargs["grants"] = _grants_from_options(
+                kwargs.pop("allow_fs"), kwargs.pop("allow_fs_write"), kwargs.pop("allow_host"),
+                kwargs.pop("db"), kwargs.pop("db_write"), kwargs.pop("env_items"),
+                kwargs.pop("dir_items"), kwargs.pop("loa_refs"),
+            )
         return f(*args, **kwargs)
 
     wrapped: Any = functools.update_wrapper(wrapper, f)

@@ -177,7 +177,7 @@ def _download(url: str, sha256: str | None, max_bytes: int) -> SpiritSource:
             declared = r.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise UsageFailure(
-                    f"{url}: {declared} bytes is more than {max_bytes} (--max-download)"
+                    f"{url}: {declared} bytes, more than {max_bytes} bytes (--max-download)"
                 )
             chunks: list[bytes] = []
             total = 0
