@@ -18,8 +18,10 @@ EXAMPLES = REPO_ROOT / "src" / "vudo" / "examples"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
-def vudo(*args: str | Path, cwd: Path | None = None, stdin: bytes | None = None,
-         env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def vudo(
+    *args: str | Path, cwd: Path | None = None, stdin: bytes | None = None,
+    env: dict[str, str] | None = None, timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """``python -m vudo ARGS`` in a subprocess; text stdout/stderr."""
     environ = {**os.environ, "VUDO_CACHE_DIR": "", **(env or {})}
     environ.pop("FORCE_COLOR", None)

@@ -1,9 +1,9 @@
 """The ``vudo`` command: run, inspect and generate stubs for Spirits, and run sessions.
 
-``vudo run SPIRIT [FUNCTION] [ARGS...]``, ``vudo inspect SPIRIT``, ``vudo stubs SPIRIT`` and
-``vudo seance MANIFEST.toml``, ``vudo trace FILE --html OUT``; ``python -m vudo`` is the same command. Errors are one line on
-stderr (``-v`` adds details, ``--traceback`` the Python traceback) and the exit code says what
-happened: 0 success, 1 the Spirit failed, 2 usage error.
+``vudo run SPIRIT [FUNCTION] [ARGS...]``, ``vudo inspect SPIRIT``, ``vudo stubs SPIRIT``,
+``vudo seance MANIFEST.toml`` and ``vudo trace FILE --html OUT``; ``python -m vudo`` is the same
+command. Errors are one line on stderr (``-v`` adds details, ``--traceback`` the Python
+traceback) and the exit code says what happened: 0 success, 1 the Spirit failed, 2 usage error.
 """
 
 from __future__ import annotations
