@@ -113,9 +113,14 @@ class Output:
         self.at_line_start = text.endswith("\n")
 
     def echo(self, line: str) -> None:
-        """Write one line of the command's own output, starting on a fresh line."""
+        """Write one line of the command's own output, starting on a fresh line.
+
+        Through ``sys.stdout`` as it is now (not click's cached stream): while a live display
+        runs, that is rich's proxy, which prints the line above the display.
+        """
         self.ensure_newline()
-        click.echo(line)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     def ensure_newline(self) -> None:
         """End the Spirit's last line if it left one open."""
