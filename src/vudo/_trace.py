@@ -87,9 +87,12 @@ class TraceRecorder:
                 })
 
     def host_call(self, spirit: str, function: str, detail: str) -> None:
-        """Record that ``spirit`` called the host function ``function``."""
+        """Record that ``spirit`` called the host function ``function`` (ignored for a Spirit
+        without a lane here: the log records come from every Spirit of the process)."""
         ts = self._now()
         with self._lock:
+            if spirit not in self._lanes:
+                return
             self._events.append({
                 "name": function, "cat": "host", "ph": "i", "s": "t", "pid": _PID,
                 "tid": self._lane(spirit), "ts": ts, "args": {"call": detail},

@@ -60,6 +60,8 @@ class Seance:
 
     Session-wide defaults (providers, Loas, limits, permissions) are given here and can be
     overridden per :meth:`summon`. Use it as a context manager: leaving it dismisses every Spirit.
+    ``trace="session.json"`` (or a :class:`vudo._trace.TraceRecorder`) records calls, host calls
+    and messages as Chrome trace events, written when the session is dismissed.
     """
 
     def __init__(
