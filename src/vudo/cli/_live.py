@@ -114,6 +114,7 @@ class Watch(Bar):
         self._last: tuple[float, dict[str, int]] = (time.monotonic(), {})
         self._step = "starting"
         self.live: Live | None = None
+        self._drawn = 0.0
 
     # ------------------------------------------------------------------ sampling
     def sample(self, running: str | None = None) -> None:
@@ -137,6 +138,11 @@ class Watch(Bar):
                                for n, s in samples.items()}
                 self._last = (now, {n: s.sent for n, s in samples.items()})
             self._samples = samples
+        # Draw now too (at most ten times a second): a call about to run shows as running even
+        # when the refresh thread is slow to get the CPU.
+        if self.live is not None and now - self._drawn >= 0.1:
+            self._drawn = now
+            self.live.refresh()
 
     def describe(self, text: str) -> None:
         """Show what runs now, and sample the Spirits."""
