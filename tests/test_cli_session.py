@@ -289,3 +289,18 @@ def test_trace_command_errors(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.json", "{")
     r = vudo("trace", bad, "--html", tmp_path / "o.html")
     assert r.returncode == 2 and "not a trace (invalid JSON" in r.stderr
+
+
+def test_a_recorder_keeps_only_its_own_sessions_host_calls() -> None:
+    from vudo._trace import TraceRecorder
+
+    recorder = TraceRecorder()  # no path: nothing is written, the events stay readable
+    with Seance(trace=recorder) as traced, Seance() as other:
+        traced.summon("ping", EXAMPLES / "ping.wat")
+        other.summon("stranger", EXAMPLES / "ping.wat", trace=True)
+        traced.invoke("ping", "start", 1)
+        other.invoke("stranger", "start", 1)
+    host = [e for e in recorder.events() if e.get("cat") == "host"]
+    assert host and {e["tid"] for e in host} == {1}
+    lanes = [e["args"]["name"] for e in recorder.document()["traceEvents"] if e["ph"] == "M"]
+    assert "stranger" not in lanes
