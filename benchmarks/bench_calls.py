@@ -24,7 +24,8 @@ from pathlib import Path
 import wasmtime
 
 import vudo
-from vudo import _engine
+from vudo._runtime import cache as _cache
+from vudo._runtime import engine as _engine
 
 CALLS_WAT = """
 (module
@@ -70,7 +71,7 @@ GENE = vudo.gene_layout("Point", [("x", "i64"), ("y", "i64"), ("w", "f64"), ("ok
 class NullLogger:
     """Discards everything, so the benchmark measures the host path, not the terminal."""
 
-    def log(self, level: vudo.LogLevel, message: str) -> None:
+    def log(self, level: vudo.abi.LogLevel, message: str) -> None:
         pass
 
     def debug(self, message: str) -> None:
@@ -102,10 +103,10 @@ def plain_wasmtime_instance(
     wat: str, host: dict[str, Callable[..., object]]
 ) -> tuple[wasmtime.Store, wasmtime.Instance]:
     """The same module linked the ordinary wasmtime-py way (Func with Python callables)."""
-    store = wasmtime.Store(_engine.engine)
+    store = wasmtime.Store(_engine.get_engine())
     store.set_fuel(2**63 - 1)
     store.set_epoch_deadline(2**62)
-    module = wasmtime.Module(_engine.engine, wat)
+    module = wasmtime.Module(_engine.get_engine(), wat)
     externs: list[wasmtime.Func] = []
     for imp in module.imports:
         ty = imp.type
@@ -266,7 +267,7 @@ def bench_load(repeats: int) -> list[dict[str, object]]:
     wasm = wasmtime.wat2wasm(CALLS_WAT)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        cache = _engine.CompileCache(Path(tmp))
+        cache = _cache.CompileCache(Path(tmp))
 
         def cold() -> None:
             cache.clear()
@@ -275,7 +276,7 @@ def bench_load(repeats: int) -> list[dict[str, object]]:
             cache.get_or_compile(bytes(wasm))
 
         def plain_compile() -> None:
-            wasmtime.Module(_engine.engine, wasm)
+            wasmtime.Module(_engine.get_engine(), wasm)
 
         rows.append(case("load: compile (cold cache)", measure(cold, 1, repeats),
                          measure(plain_compile, 1, repeats), "-"))
@@ -287,8 +288,9 @@ def bench_load(repeats: int) -> list[dict[str, object]]:
         script = textwrap.dedent(f"""
             import json, sys, time
             from pathlib import Path
-            from vudo import _engine
-            cache = _engine.CompileCache(Path({tmp!r}))
+            from vudo._runtime import cache as _cache
+from vudo._runtime import engine as _engine
+            cache = _cache.CompileCache(Path({tmp!r}))
             t = time.perf_counter()
             cache.get_or_compile(Path({tmp!r}, "m.wasm").read_bytes())
             print(json.dumps({{"s": time.perf_counter() - t, **cache.stats}}))

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from nats_helpers import NatsServer, find_nats_server, spawn  # noqa: E402
 
-from vudo.broker import Message, MessageBus  # noqa: E402
+from vudo import Message, MessageBus  # noqa: E402
 from vudo.nats import NatsBroker  # noqa: E402
 
 

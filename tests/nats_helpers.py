@@ -231,7 +231,7 @@ def _recv_wait(broker: object, name: str, timeout: float) -> object:
 
 def role_pong(args: argparse.Namespace) -> None:
     """Register ``pong``; answer every message with ``pong:<payload>`` until ``stop``."""
-    from vudo.broker import Message
+    from vudo import Message
     from vudo.nats import NatsBroker
 
     b = _broker(args)
@@ -250,7 +250,7 @@ def role_pong(args: argparse.Namespace) -> None:
 
 def role_ping(args: argparse.Namespace) -> None:
     """Register ``ping``; send ``count`` pings to ``pong`` one at a time and check each answer."""
-    from vudo.broker import Message
+    from vudo import Message
     from vudo.nats import NatsBroker
 
     b = _broker(args)
@@ -279,7 +279,7 @@ def role_ping(args: argparse.Namespace) -> None:
 def role_bcast(args: argparse.Namespace) -> None:
     """Register ``me``; once all ``peers`` are registered broadcast ``count`` messages and
     receive ``count`` from every peer (itself included); print what arrived per sender."""
-    from vudo.broker import Message
+    from vudo import Message
     from vudo.nats import NatsBroker
 
     b = _broker(args)
@@ -341,7 +341,7 @@ def role_send(args: argparse.Namespace) -> None:
 def role_recv(args: argparse.Namespace) -> None:
     """Register ``me`` and print ``GOT <from> <payload>`` per message until ``count`` arrived;
     with ``--die-after K`` SIGKILL itself after the K-th message of this run."""
-    from vudo.broker import Message
+    from vudo import Message
     from vudo.nats import NatsBroker
 
     b = _broker(args)
@@ -380,8 +380,8 @@ def role_seance(args: argparse.Namespace) -> None:
     in order: ``wait`` waits for a message in its inbox, anything else invokes that export
     and prints ``CALL <export> <result>``. Dismisses the Seance when stdin gets a line."""
     sys.path.insert(0, str(ROOT / "src"))
+    from vudo import Seance
     from vudo.nats import NatsBroker
-    from vudo.seance import Seance
 
     b = NatsBroker(args.url, session=args.session, owner=args.owner)
     seance = Seance(broker=b)

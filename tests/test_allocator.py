@@ -21,7 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from vudo import BumpAllocator, FreeListAllocator
+from vudo._memory import BumpAllocator, FreeListAllocator
 
 PAGE = 1024
 FLOOR = 4 * PAGE  # bytes the "module" had at instantiation

@@ -10,7 +10,8 @@ from collections import defaultdict
 import pytest
 
 import vudo
-from vudo import Message, MessageBroker, MessageBus, ResultCode
+from vudo import Message, MessageBroker, MessageBus
+from vudo.abi import ResultCode
 
 OK, ERROR, NOT_FOUND = ResultCode.OK, ResultCode.ERROR, ResultCode.NOT_FOUND
 

@@ -11,8 +11,8 @@ import pytest
 import wasmtime
 
 import vudo
-from vudo import _engine
-from vudo._engine import CompileCache
+from vudo._runtime import cache as _cache
+from vudo._runtime.cache import CompileCache
 
 ADD_WAT = """
 (module (func (export "add") (param i32 i32) (result i32)
@@ -37,8 +37,8 @@ def works(module: wasmtime.Module) -> bool:
 def test_session_cache_dir_is_isolated() -> None:
     # conftest points the process-wide cache at a temporary directory before vudo is imported.
     expected = Path(os.environ["VUDO_CACHE_DIR"])
-    assert _engine.compile_cache.directory == expected
-    assert _engine.compile_cache.disk
+    assert _cache.get_cache().directory == expected
+    assert _cache.get_cache().disk
 
 
 def test_empty_cache_dir_variable_disables_the_disk_cache(
@@ -95,7 +95,7 @@ def test_key_includes_the_engine_configuration(
     key = cache.key(add_wasm)
     assert key != hashlib.sha256(add_wasm).hexdigest()
     cache.get_or_compile(add_wasm)
-    monkeypatch.setattr(_engine, "_CONFIG_KEY", _engine._CONFIG_KEY + ";other-option=1")
+    monkeypatch.setattr(_cache, "CONFIG_KEY", _cache.CONFIG_KEY + ";other-option=1")
     other = CompileCache(tmp_path)
     assert other.key(add_wasm) != key
     other.get_or_compile(add_wasm)
@@ -179,7 +179,7 @@ def test_load_spirit_uses_the_cache(
     tmp_path: Path, add_wasm: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = CompileCache(tmp_path)
-    monkeypatch.setattr(_engine, "compile_cache", cache)
+    monkeypatch.setattr(_cache, "_cache", cache)
     source = tmp_path / "add.wasm"
     source.write_bytes(add_wasm)
     first = vudo.load_spirit(source)

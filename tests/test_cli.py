@@ -631,7 +631,7 @@ def test_stubs_protocol_is_checked_by_as_at_runtime(tmp_path: Path) -> None:
     proxy = api.bind(spirit)
     assert proxy.Counter.add(proxy.new_Counter(5), 10) == 15
     other = vudo.load_spirit(EXAMPLES / "calculator.wat")
-    with pytest.raises(vudo.UnknownExportError):
+    with pytest.raises(vudo.errors.UnknownExportError):
         api.bind(other)  # calculator does not export what Counter declares
 
 

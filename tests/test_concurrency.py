@@ -33,7 +33,8 @@ from seance_helpers import (
 )
 
 import vudo
-from vudo import EffectId, Permissions, ResultCode
+from vudo import Permissions
+from vudo.abi import EffectId, ResultCode
 from vudo.testing import MockTimeProvider
 
 WAIT = 10.0  # longest any Event, Barrier or join may wait before the test fails
@@ -368,7 +369,7 @@ def test_dismiss_stops_a_spirit_spinning_forever_on_another_thread() -> None:
     seance.dismiss()  # returns without waiting for the call
     thread.join(WAIT)
     assert not thread.is_alive(), "the spinning call did not end within 10 s"
-    assert len(outcome) == 1 and isinstance(outcome[0], vudo.SpiritTerminated), outcome
+    assert len(outcome) == 1 and isinstance(outcome[0], vudo.errors.SpiritTerminated), outcome
     assert not probe.exited.is_set()  # interrupted inside the loop, not finished
 
 
@@ -383,7 +384,7 @@ def test_release_stops_one_spinning_spirit_and_leaves_the_others(seance: vudo.Se
         seance.release("doomed")
         t1.join(WAIT)
         assert not t1.is_alive()
-        assert isinstance(out1[0], vudo.SpiritTerminated)
+        assert isinstance(out1[0], vudo.errors.SpiritTerminated)
         assert survivor.wait_next_tick() and not survivor.exited.is_set()
     finally:
         survivor.stop.set()
@@ -402,7 +403,7 @@ def test_a_panic_while_another_spirit_is_mid_call(seance: vudo.Seance) -> None:
     try:
         assert busy.spinning.wait(WAIT)
         length = put(victim, NAME_AT, "kaput")
-        with pytest.raises(vudo.SpiritPanic):
+        with pytest.raises(vudo.errors.SpiritPanic):
             seance.invoke("victim", "panic", NAME_AT, length)
         assert busy.wait_next_tick() and not busy.exited.is_set()  # unaffected
         assert wasm_send(seance, "friend", "victim", b"x") == ResultCode.NOT_FOUND
@@ -423,7 +424,7 @@ def test_concurrent_summons_respect_names_and_the_cap() -> None:
             start.wait()
             try:
                 s.summon(name, MESSENGER)
-            except vudo.SeanceError as exc:
+            except vudo.errors.SeanceError as exc:
                 return "full" if "full" in str(exc) else "duplicate"
             return "ok"
 
@@ -526,5 +527,5 @@ def test_receiving_and_freeing_20000_messages_keeps_memory_bounded(
         sizes.append(mem.size)
     assert mem.allocator.in_use == 0  # every message block was freed
     assert len(set(sizes)) == 1 and len(set(heap)) == 1, (sizes, heap)
-    assert sizes[0] - size_at_start <= vudo.PAGE_SIZE  # one page of host heap was enough
-    assert heap[0] <= vudo.PAGE_SIZE
+    assert sizes[0] - size_at_start <= vudo._memory.PAGE_SIZE  # one page of host heap was enough
+    assert heap[0] <= vudo._memory.PAGE_SIZE

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import vudo
-from vudo import LogLevel
+from vudo.abi import LogLevel
 from vudo.cli._sources import examples_dir, resolve_source
 from vudo.cli.inspection import inspect_module
 from vudo.cli.manifest import load_manifest
@@ -119,7 +119,7 @@ def test_pong_replies_to_whoever_sent_the_message() -> None:
         assert seance.invoke("alice", "received") == 3
         # a message sent by the host is echoed back to the host (given an inbox here)
         seance.messages.register("host")
-        assert seance.send("host", "pong", b"hello") == vudo.ResultCode.OK
+        assert seance.send("host", "pong", b"hello") == vudo.abi.ResultCode.OK
         assert seance.invoke("pong", "run") == 1
         echoed = seance.messages.recv("host")
         assert echoed is not None

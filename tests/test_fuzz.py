@@ -33,9 +33,11 @@ from hypothesis import HealthCheck, currently_in_test_context, event, given, set
 from hypothesis import strategies as st
 
 import vudo
-from vudo import PAGE_SIZE, Limits, LoadError, Seance, Spirit, SpiritTerminated, VudoError
-from vudo._engine import CompileCache
+from vudo import Limits, LoadError, Seance, Spirit, VudoError
+from vudo._memory import PAGE_SIZE
+from vudo._runtime.cache import CompileCache
 from vudo.abi import HOST_FUNCTIONS_BY_NAME, EffectId, LogLevel, ResultCode
+from vudo.errors import SpiritTerminated
 
 # ------------------------------------------------------------------------------------------
 # Profiles: "fuzz" for CI (the default here), "long" for HYPOTHESIS_PROFILE=long.

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import pytest
 
 import vudo
-from vudo import GeneField, GeneLayout, MemoryAccessError, gene_layout
+from vudo import GeneLayout, MemoryAccessError, gene_layout
+from vudo._memory import GeneField
 
 LoadWat = Callable[..., vudo.Spirit]
 
@@ -261,7 +262,7 @@ def test_complete_write_leaves_padding_and_gaps_untouched(spirit: vudo.Spirit) -
 
 @pytest.mark.parametrize("value", [
     True, 7, -(2**31), 2**31 - 1, 2**31, -(2**31) - 1, 2**63, 1.5, float("inf"), 3.4e39,
-    "x", None, vudo.ResultCode.NOT_FOUND,
+    "x", None, vudo.abi.ResultCode.NOT_FOUND,
 ])
 @pytest.mark.parametrize("field", ["a", "b", "ok", "w", "f"])
 def test_complete_write_validates_exactly_like_a_partial_one(

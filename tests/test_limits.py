@@ -20,19 +20,10 @@ from typing import Any
 import pytest
 
 import vudo
-from vudo import (
-    PAGE_SIZE,
-    FuelExhausted,
-    LimitExceeded,
-    Limits,
-    LoadError,
-    MemoryLimitExceeded,
-    Seance,
-    Spirit,
-    SpiritTerminated,
-    SpiritTimeout,
-)
+from vudo import LimitExceeded, Limits, LoadError, Seance, Spirit
+from vudo._memory import PAGE_SIZE
 from vudo.abi import ResultCode
+from vudo.errors import FuelExhausted, MemoryLimitExceeded, SpiritTerminated, SpiritTimeout
 
 #: How long a call stopped by a limit (or by dismissal) may take at most. Deliberately huge:
 #: the limits involved are 0.05-0.1 s, so this only catches "never stopped".
@@ -243,7 +234,12 @@ def test_fuel_is_a_budget_per_call_not_per_spirit(load_wat: Callable[..., Spirit
 def test_session_default_limits_apply_and_summon_overrides_them() -> None:
     with Seance(limits=Limits(fuel=100_000)) as session:
         metered = session.summon("metered", SPIN)
-        timed = session.summon("timed", SPIN, limits=Limits(timeout=0.05))
+        timed = session.summon("timed", SPIN, limits=Limits(timeout=0.05, fuel=10**15))
+        # Per-Spirit limits merge with the session's field by field: the fuel limit stays.
+        merged = session.summon("merged", SPIN, limits=Limits(timeout=30))
+        assert merged.limits == Limits(fuel=100_000, timeout=30)
+        with pytest.raises(FuelExhausted):
+            session.invoke("merged", "spin")
         with pytest.raises(FuelExhausted) as fuel_info:
             session.invoke("metered", "spin")
         assert fuel_info.value.spirit == "metered"

@@ -15,19 +15,11 @@ import pytest
 from _helpers_host import MEMORY_1, Mocks, load, put, wat
 
 import vudo
-from vudo import (
-    HOST_FUNCTIONS,
-    HostFunction,
-    HostFunctionError,
-    LinkError,
-    Loa,
-    LoaContext,
-    LoaRegistry,
-    Spirit,
-    create_loa,
-    load_spirit,
-)
-from vudo.loas import CORE_LOA, CORE_LOA_NAME
+from vudo import HostContext as LoaContext
+from vudo import HostFunction, LinkError, Loa, LoaRegistry, Spirit, create_loa, load_spirit
+from vudo._host.loas import CORE_LOA, CORE_LOA_NAME
+from vudo.abi import HOST_FUNCTIONS
+from vudo.errors import HostFunctionError
 from vudo.testing import MockLogger, MockTimeProvider
 
 

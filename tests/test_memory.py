@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 import vudo
-from vudo import PAGE_SIZE, MemoryAccessError, VudoError, WasmMemory
+from vudo import MemoryAccessError, VudoError, WasmMemory
+from vudo._memory import PAGE_SIZE
 
 PROBE_WAT = """
 (module
@@ -306,7 +307,7 @@ def test_freed_host_memory_is_reused(mem: WasmMemory) -> None:
 def test_bump_allocator_option(load_wat: LoadWat) -> None:
     spirit = load_wat('(module (memory (export "memory") 1))', allocator="bump")
     mem = spirit.memory
-    assert isinstance(mem.allocator, vudo.BumpAllocator)
+    assert isinstance(mem.allocator, vudo._memory.BumpAllocator)
     first = mem.alloc(64)
     mem.free(first)
     second = mem.alloc(64)
@@ -316,7 +317,7 @@ def test_bump_allocator_option(load_wat: LoadWat) -> None:
 
 
 def test_default_allocator_is_the_free_list(mem: WasmMemory) -> None:
-    assert isinstance(mem.allocator, vudo.FreeListAllocator)
+    assert isinstance(mem.allocator, vudo._memory.FreeListAllocator)
 
 
 def test_unknown_allocator_is_rejected(wat: Callable[[str], bytes]) -> None:

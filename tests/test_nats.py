@@ -28,8 +28,8 @@ from nats_helpers import (
     wait_until,
 )
 
+from vudo import Message, MessageBroker
 from vudo.abi import ResultCode
-from vudo.broker import Message, MessageBroker
 from vudo.errors import VudoError
 
 pytest.importorskip("nats", reason="nats-py is not installed (pip install 'vudo[nats]')")

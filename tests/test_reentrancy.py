@@ -80,7 +80,7 @@ def test_nested_calls_do_not_clobber_the_outer_call_arguments_or_result() -> Non
 
 def test_a_failure_deep_in_a_reentrant_call_surfaces_at_the_top() -> None:
     spirit = load_reentrant(fail_at=2)
-    with pytest.raises(vudo.HostFunctionError) as info:
+    with pytest.raises(vudo.errors.HostFunctionError) as info:
         spirit.call("depth", 6)
     assert isinstance(info.value.__cause__, ValueError)
     assert "no deeper than 2" in str(info.value)

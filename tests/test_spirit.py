@@ -15,15 +15,8 @@ import pytest
 import wasmtime
 
 import vudo
-from vudo import (
-    LinkError,
-    LoadError,
-    MemoryAccessError,
-    SpiritTrap,
-    UnknownExportError,
-    VudoError,
-    gene_layout,
-)
+from vudo import LinkError, LoadError, MemoryAccessError, SpiritTrap, VudoError, gene_layout
+from vudo.errors import UnknownExportError
 
 LoadWat = Callable[..., vudo.Spirit]
 Wat = Callable[[str], bytes]
@@ -75,7 +68,7 @@ def test_load_from_every_kind_of_source(tmp_path: Path, wat: Wat) -> None:
     wasm_path.write_bytes(wasm)
     wat_path = tmp_path / "calc_text.wat"
     wat_path.write_text(CALC_WAT)
-    module = wasmtime.Module(vudo._engine.engine, wasm)
+    module = wasmtime.Module(vudo._runtime.engine.get_engine(), wasm)
     sources: list[tuple[object, str]] = [
         (wasm, "spirit"),
         (bytearray(wasm), "spirit"),
@@ -270,8 +263,8 @@ def test_multi_value_results_are_tuples_and_no_result_is_none(calc: vudo.Spirit)
 
 
 def test_int_subclasses_are_accepted(calc: vudo.Spirit) -> None:
-    assert calc.call("echo_i32", vudo.ResultCode.NOT_FOUND) == -4
-    assert calc.call("echo_i64", vudo.EffectId.FS_READ) == 10
+    assert calc.call("echo_i32", vudo.abi.ResultCode.NOT_FOUND) == -4
+    assert calc.call("echo_i64", vudo.abi.EffectId.FS_READ) == 10
 
 
 @pytest.mark.parametrize(
@@ -472,7 +465,7 @@ def test_imported_memory_gets_the_requested_limits(load_wat: LoadWat, options) -
     mem = spirit.memory
     assert mem.pages == 2 and spirit.call("pages") == 2
     assert mem.max_pages == 4
-    assert mem.heap_floor == 2 * vudo.PAGE_SIZE
+    assert mem.heap_floor == 2 * vudo._memory.PAGE_SIZE
     ptr = mem.alloc(16)
     mem.write_i32(ptr, 1234)
     assert spirit.call("load", ptr) == 1234  # the Spirit sees the memory the host allocates in
@@ -510,20 +503,20 @@ class Recorder:
     def __init__(self) -> None:
         self.printed: list[str] = []
 
-    def log(self, level: vudo.LogLevel, message: str) -> None:
+    def log(self, level: vudo.abi.LogLevel, message: str) -> None:
         self.printed.append(f"[log {int(level)}] {message}")
 
     def debug(self, message: str) -> None:
-        self.log(vudo.LogLevel.DEBUG, message)
+        self.log(vudo.abi.LogLevel.DEBUG, message)
 
     def info(self, message: str) -> None:
-        self.log(vudo.LogLevel.INFO, message)
+        self.log(vudo.abi.LogLevel.INFO, message)
 
     def warn(self, message: str) -> None:
-        self.log(vudo.LogLevel.WARN, message)
+        self.log(vudo.abi.LogLevel.WARN, message)
 
     def error(self, message: str) -> None:
-        self.log(vudo.LogLevel.ERROR, message)
+        self.log(vudo.abi.LogLevel.ERROR, message)
 
     def print(self, message: str) -> None:
         self.printed.append(message)

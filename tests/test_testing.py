@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 from _helpers_host import load, put
 
-from vudo import (
+from vudo.abi import EffectId, LogLevel, ResultCode
+from vudo.errors import SpiritTerminated
+from vudo.providers import (
     DebugHandler,
     DefaultEffectHandler,
     EffectHandler,
     Logger,
     RandomProvider,
-    SpiritTerminated,
     TimeProvider,
 )
-from vudo.abi import EffectId, LogLevel, ResultCode
 from vudo.testing import (
     MockDebugHandler,
     MockEffectHandler,

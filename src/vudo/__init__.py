@@ -1,116 +1,82 @@
 """vudo: the Python host runtime for DOL Spirits (WebAssembly modules).
 
 Load a Spirit with :func:`load_spirit`, call it, read and write its memory, and run many Spirits
-together in a :class:`Seance` that pass messages to each other.
+together in a :class:`Seance` that pass messages to each other. Documented submodules:
+:mod:`vudo.abi` (the ABI table), :mod:`vudo.errors`, :mod:`vudo.providers`, :mod:`vudo.testing`
+(test doubles) and :mod:`vudo.nats` (sessions across processes).
 """
 
 from __future__ import annotations
 
-from .abi import HOST_FUNCTIONS, NAMESPACES, EffectId, HostFunctionSpec, LogLevel, ResultCode
-from .allocator import Allocator, BumpAllocator, FreeListAllocator
-from .broker import Message, MessageBroker, MessageBus
-from .effects import Permissions, StandardEffectHandler
+from typing import TYPE_CHECKING, Any
+
+from ._compat import deprecated_names
+from ._config import Limits, MemoryOptions, Permissions, SpiritConfig
+from ._effects import StandardEffectHandler
+from ._host import (
+    HostContext,
+    HostFunction,
+    Loa,
+    LoaRegistry,
+    Message,
+    MessageBroker,
+    create_loa,
+    f32,
+    f64,
+    i32,
+    i64,
+)
+from ._memory import GeneField, GeneLayout, WasmMemory, gene_layout
+from ._providers import MessageBus, Providers
+from ._runtime.cache import configure_cache
+from ._session import AsyncSeance, Seance
+from ._spirit import Spirit, aload_spirit, load_spirit
 from .errors import (
-    BrokerUnavailable,
-    FuelExhausted,
-    HostFunctionError,
     LimitExceeded,
     LinkError,
     LoadError,
     MemoryAccessError,
-    MemoryLimitExceeded,
-    SeanceError,
-    SpiritAssertionError,
-    SpiritPanic,
-    SpiritTerminated,
-    SpiritTimeout,
+    SpiritError,
     SpiritTrap,
-    UnknownExportError,
-    UnresolvedImport,
     VudoError,
 )
-from .genes import GeneField, GeneLayout, gene_layout
-from .limits import Limits, MemoryOptions
-from .loa import HostFunction, Loa, LoaContext, LoaRegistry, create_loa, f32, f64, i32, i64
-from .memory import PAGE_SIZE, WasmMemory
-from .providers import (
-    DebugHandler,
-    DefaultDebugHandler,
-    DefaultEffectHandler,
-    EffectHandler,
-    Logger,
-    LoggerBase,
-    RandomProvider,
-    StdLogger,
-    SystemRandomProvider,
-    SystemTimeProvider,
-    TimeProvider,
-)
-from .seance import AsyncSeance, Seance, SpiritStats
-from .spirit import Spirit, SpiritProxy, aload_spirit, load_spirit
+
+if TYPE_CHECKING:
+    from .nats import NatsBroker
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "HOST_FUNCTIONS",
-    "NAMESPACES",
-    "PAGE_SIZE",
-    "Allocator",
     "AsyncSeance",
-    "BrokerUnavailable",
-    "BumpAllocator",
-    "DebugHandler",
-    "DefaultDebugHandler",
-    "DefaultEffectHandler",
-    "EffectHandler",
-    "EffectId",
-    "FreeListAllocator",
-    "FuelExhausted",
     "GeneField",
     "GeneLayout",
+    "HostContext",
     "HostFunction",
-    "HostFunctionError",
-    "HostFunctionSpec",
     "LimitExceeded",
     "Limits",
     "LinkError",
     "Loa",
-    "LoaContext",
     "LoaRegistry",
     "LoadError",
-    "LogLevel",
-    "Logger",
-    "LoggerBase",
     "MemoryAccessError",
-    "MemoryLimitExceeded",
     "MemoryOptions",
     "Message",
     "MessageBroker",
     "MessageBus",
+    "NatsBroker",
     "Permissions",
-    "RandomProvider",
-    "ResultCode",
+    "Providers",
     "Seance",
-    "SeanceError",
     "Spirit",
-    "SpiritAssertionError",
-    "SpiritPanic",
-    "SpiritProxy",
-    "SpiritStats",
-    "SpiritTerminated",
-    "SpiritTimeout",
+    "SpiritConfig",
+    "SpiritError",
     "SpiritTrap",
     "StandardEffectHandler",
-    "StdLogger",
-    "SystemRandomProvider",
-    "SystemTimeProvider",
-    "TimeProvider",
-    "UnknownExportError",
-    "UnresolvedImport",
     "VudoError",
     "WasmMemory",
     "__version__",
     "aload_spirit",
+    "configure_cache",
     "create_loa",
     "f32",
     "f64",
@@ -118,4 +84,44 @@ __all__ = [
     "i32",
     "i64",
     "load_spirit",
+    "native_available",
 ]
+
+
+def native_available() -> bool:
+    """Whether the native call path (the optional C extension) is the one in use."""
+    from ._runtime.backend import get_backend
+
+    return get_backend().name == "native"
+
+
+_errors = (
+    "BrokerUnavailable ConfigError FuelExhausted HostFunctionError HostHeapExhausted "
+    "MemoryLimitExceeded NameTaken SeanceError SpiritAssertionError SpiritPanic "
+    "SpiritTerminated SpiritTimeout UnknownExportError UnresolvedImport"
+).split()
+_providers = (
+    "DebugHandler DefaultDebugHandler DefaultEffectHandler EffectHandler Logger LoggerBase "
+    "RandomProvider StdLogger SystemRandomProvider SystemTimeProvider TimeProvider"
+).split()
+_moved: dict[str, str] = {
+    **dict.fromkeys(_errors, "vudo.errors"),
+    **dict.fromkeys(_providers, "vudo.providers"),
+    **dict.fromkeys(("HOST_FUNCTIONS", "NAMESPACES", "EffectId", "HostFunctionSpec",
+                     "LogLevel", "ResultCode"), "vudo.abi"),
+    **dict.fromkeys(("Allocator", "BumpAllocator", "FreeListAllocator", "PAGE_SIZE"),
+                    "vudo._memory"),
+    "LoaContext": "vudo._host.context",
+    "SpiritProxy": "vudo._spirit",
+    "SpiritStats": "vudo._session",
+}
+_deprecated = deprecated_names(__name__, _moved)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NatsBroker":  # lazily: ``import vudo`` never imports nats-py
+        from .nats import NatsBroker
+
+        globals()["NatsBroker"] = NatsBroker
+        return NatsBroker
+    return _deprecated(name)

@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ._host import Message, MessageBroker, MessageCallback
 from .abi import ResultCode
-from .broker import Message, MessageBroker, MessageCallback
 
 __all__ = ["TraceRecorder", "TracingBroker"]
 
@@ -228,6 +228,19 @@ class TracingBroker:
         if code == ResultCode.OK:
             self.recorder.sent(from_, to, channel, len(payload))
         return code
+
+    @property
+    def supports_requeue(self) -> bool:
+        """Whether the inner broker can put a message back."""
+        return self.inner.supports_requeue
+
+    def requeue(self, message: Message) -> None:
+        """Put a message back (the inner broker's requeue); it is recorded again when taken."""
+        self.inner.requeue(message)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """The inner broker's flush."""
+        return self.inner.flush(timeout)
 
     def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
         """Send to every Spirit, recording one message per delivery (in inbox order)."""

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerUnavailable",
+    "ConfigError",
     "FuelExhausted",
     "HostFunctionError",
+    "HostHeapExhausted",
     "LimitExceeded",
     "LinkError",
     "LoadError",
     "MemoryAccessError",
     "MemoryLimitExceeded",
+    "NameTaken",
     "SeanceError",
     "SpiritAssertionError",
+    "SpiritError",
     "SpiritPanic",
     "SpiritTerminated",
     "SpiritTimeout",
@@ -31,6 +35,32 @@ from dataclasses import dataclass
 
 class VudoError(Exception):
     """Base class of every error raised by vudo."""
+
+
+class ConfigError(VudoError, ValueError):
+    """An invalid configuration value (a limit, a permission, an option), refused when built."""
+
+
+class NameTaken(VudoError, ValueError):
+    """A name is already in use: a Spirit's inbox, a Loa, or a distributed name claim."""
+
+
+class SpiritError(VudoError):
+    """An error raised by or about one Spirit; ``spirit`` and ``function`` name where.
+
+    ``function`` is the export being called, or a host function's name, or ``None`` when the
+    error happened outside any call. The message is derived from the fields, so the call path can
+    name the export afterwards (``exc.function = ...``) without losing any other field.
+    """
+
+    spirit: str | None
+    function: str | None
+
+    def _describe(self) -> str:
+        return super().__str__()
+
+    def __str__(self) -> str:
+        return self._describe()
 
 
 class LoadError(VudoError):
@@ -79,7 +109,7 @@ class UnknownExportError(VudoError, AttributeError):
         self.available = available
 
 
-class MemoryAccessError(VudoError, IndexError):
+class MemoryAccessError(SpiritError, IndexError):
     """An access of ``length`` bytes at ``ptr`` falls outside a memory of ``memory_size`` bytes."""
 
     def __init__(
@@ -96,17 +126,17 @@ class MemoryAccessError(VudoError, IndexError):
         self.memory_size = memory_size
         self.spirit = spirit
         self.function = function
-        where = ""
-        if function:
-            where += f" in {function}"
-        if spirit:
-            where += f" of Spirit {spirit!r}"
-        super().__init__(
-            f"out-of-bounds memory access{where}: ptr={ptr} len={length} memory size={memory_size}"
-        )
+        super().__init__(ptr, length, memory_size)
+
+    def _describe(self) -> str:
+        where = f" in {self.function}" if self.function else ""
+        if self.spirit:
+            where += f" of Spirit {self.spirit!r}"
+        return (f"out-of-bounds memory access{where}: ptr={self.ptr} len={self.length} "
+                f"memory size={self.memory_size}")
 
 
-class SpiritTrap(VudoError):
+class SpiritTrap(SpiritError):
     """The Spirit trapped (``unreachable``, division by zero, ...) during ``function``."""
 
     def __init__(
@@ -123,44 +153,56 @@ class SpiritTrap(VudoError):
         self.message = message
         self.trap_code = trap_code
         self.backtrace = backtrace or []
-        super().__init__(f"Spirit {spirit!r} trapped in {function}: {message}")
+        super().__init__(message)
+
+    def _describe(self) -> str:
+        return f"Spirit {self.spirit!r} trapped in {self.function}: {self.message}"
 
 
 class HostFunctionError(SpiritTrap):
     """A host function raised; the Spirit trapped and the original exception is ``__cause__``."""
 
 
-class SpiritAssertionError(VudoError, AssertionError):
+class SpiritAssertionError(SpiritError, AssertionError):
     """``vudo_assert`` failed: the current call fails with the Spirit's message."""
 
     def __init__(self, spirit: str, function: str, message: str) -> None:
         self.spirit = spirit
         self.function = function
         self.message = message
-        super().__init__(f"assertion failed in Spirit {spirit!r} ({function}): {message}")
+        super().__init__(message)
+
+    def _describe(self) -> str:
+        return f"assertion failed in Spirit {self.spirit!r} ({self.function}): {self.message}"
 
 
-class SpiritPanic(VudoError):
+class SpiritPanic(SpiritError):
     """The Spirit panicked (``vudo_panic``) or was terminated; it is now unusable."""
 
     def __init__(self, spirit: str, function: str, message: str) -> None:
         self.spirit = spirit
         self.function = function
         self.message = message
-        super().__init__(f"Spirit {spirit!r} panicked in {function}: {message}")
+        super().__init__(message)
+
+    def _describe(self) -> str:
+        return f"Spirit {self.spirit!r} panicked in {self.function}: {self.message}"
 
 
-class SpiritTerminated(VudoError):
+class SpiritTerminated(SpiritError):
     """A call on a Spirit that was terminated earlier; ``cause`` says why it ended."""
 
     def __init__(self, spirit: str, function: str, cause: str) -> None:
         self.spirit = spirit
         self.function = function
         self.cause = cause
-        super().__init__(f"Spirit {spirit!r} is terminated ({cause}); cannot call {function}")
+        super().__init__(cause)
+
+    def _describe(self) -> str:
+        return f"Spirit {self.spirit!r} is terminated ({self.cause}); cannot call {self.function}"
 
 
-class LimitExceeded(VudoError):
+class LimitExceeded(SpiritError):
     """A resource limit was exceeded during a call."""
 
     def __init__(self, spirit: str, function: str, limit: str, value: object) -> None:
@@ -168,7 +210,11 @@ class LimitExceeded(VudoError):
         self.function = function
         self.limit = limit
         self.value = value
-        super().__init__(f"Spirit {spirit!r} exceeded its {limit} limit ({value}) in {function}")
+        super().__init__(limit, value)
+
+    def _describe(self) -> str:
+        return (f"Spirit {self.spirit!r} exceeded its {self.limit} limit ({self.value}) "
+                f"in {self.function}")
 
 
 class SpiritTimeout(LimitExceeded):
@@ -181,6 +227,20 @@ class FuelExhausted(LimitExceeded):
 
 class MemoryLimitExceeded(LimitExceeded):
     """The Spirit tried to grow its memory beyond ``max_memory``."""
+
+
+class HostHeapExhausted(SpiritError, MemoryError):
+    """The Spirit's host allocator could not supply a block the host needed."""
+
+    def __init__(self, spirit: str | None, function: str | None, message: str) -> None:
+        self.spirit = spirit
+        self.function = function
+        self.message = message
+        super().__init__(message)
+
+    def _describe(self) -> str:
+        where = f" of Spirit {self.spirit!r}" if self.spirit else ""
+        return f"host heap{where} exhausted: {self.message}"
 
 
 class SeanceError(VudoError, LookupError):

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote
 
+from ._host import DEFAULT_INBOX_CAPACITY, Message, MessageCallback
 from .abi import ResultCode
-from .broker import DEFAULT_INBOX_CAPACITY, Message, MessageCallback
 from .errors import BrokerUnavailable
 
 __all__ = ["BrokerUnavailable", "NatsBroker", "name_token"]
@@ -739,6 +739,13 @@ class NatsBroker:
         """Send to every name of the session, the sender included; return how many accepted it."""
         data = bytes(payload)
         return sum(1 for n in self.spirits() if self.post(from_, n, data, channel) == ResultCode.OK)
+
+    #: NatsBroker acknowledges on receipt: ``vudo_recv`` reads it peek-then-take.
+    supports_requeue = False
+
+    def requeue(self, message: Message) -> None:
+        """Not supported (see :attr:`supports_requeue`)."""
+        raise NotImplementedError("NatsBroker cannot put a message back; read peek-then-take")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until JetStream confirmed every accepted message; ``False`` on timeout."""

@@ -1,25 +1,31 @@
 """Providers: the injectable capabilities host functions delegate to.
 
-Each provider is a small :class:`typing.Protocol` with a default implementation. Pass your own per
-Spirit (``load_spirit(..., logger=...)``) or per session (``Seance(logger=...)``); the test doubles
-live in :mod:`vudo.testing`.
+Each provider is a small :class:`typing.Protocol` with a default implementation. Pass your own
+per Spirit (``load_spirit(..., logger=...)`` or ``providers=Providers(...)``) or per session
+(``Seance(logger=...)``); the test doubles live in :mod:`vudo.testing`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import secrets
-import sys
-import threading
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TextIO, runtime_checkable
-
-from .abi import EffectId, LogLevel, ResultCode
-
-if TYPE_CHECKING:
-    from .spirit import Spirit
+from ._effects import DefaultEffectHandler, EffectFn
+from ._host import (
+    DebugHandler,
+    EffectHandler,
+    EffectTarget,
+    Logger,
+    MessageBroker,
+    RandomProvider,
+    TimeProvider,
+)
+from ._providers import (
+    DefaultDebugHandler,
+    LoggerBase,
+    MessageBus,
+    Providers,
+    StdLogger,
+    SystemRandomProvider,
+    SystemTimeProvider,
+)
 
 __all__ = [
     "DebugHandler",
@@ -27,285 +33,15 @@ __all__ = [
     "DefaultEffectHandler",
     "EffectFn",
     "EffectHandler",
+    "EffectTarget",
     "Logger",
     "LoggerBase",
+    "MessageBroker",
+    "MessageBus",
+    "Providers",
     "RandomProvider",
     "StdLogger",
     "SystemRandomProvider",
     "SystemTimeProvider",
     "TimeProvider",
 ]
-
-_PY_LEVELS = {
-    LogLevel.DEBUG: logging.DEBUG,
-    LogLevel.INFO: logging.INFO,
-    LogLevel.WARN: logging.WARNING,
-    LogLevel.ERROR: logging.ERROR,
-}
-
-
-@runtime_checkable
-class Logger(Protocol):
-    """Where a Spirit's text and logs go (``vudo_print``, ``vudo_println``, ``vudo_log``...)."""
-
-    def log(self, level: LogLevel, message: str) -> None:
-        """Record ``message`` at ``level``."""
-
-    def debug(self, message: str) -> None:
-        """Record at DEBUG."""
-
-    def info(self, message: str) -> None:
-        """Record at INFO."""
-
-    def warn(self, message: str) -> None:
-        """Record at WARN."""
-
-    def error(self, message: str) -> None:
-        """Record at ERROR."""
-
-    def print(self, message: str) -> None:
-        """Write text without a newline."""
-
-    def println(self, message: str) -> None:
-        """Write text followed by a newline."""
-
-
-class LoggerBase:
-    """Derives the convenience methods of :class:`Logger` from two primitives.
-
-    Subclasses implement ``log(level, message)`` and ``print(message)``; ``debug``/``info``/
-    ``warn``/``error`` log at their level and ``println`` prints with a newline.
-    """
-
-    def log(self, level: LogLevel, message: str) -> None:
-        """Record ``message`` at ``level`` (subclasses implement this)."""
-        raise NotImplementedError
-
-    def print(self, message: str) -> None:
-        """Write text without a newline (subclasses implement this)."""
-        raise NotImplementedError
-
-    def debug(self, message: str) -> None:
-        """Record at DEBUG."""
-        self.log(LogLevel.DEBUG, message)
-
-    def info(self, message: str) -> None:
-        """Record at INFO."""
-        self.log(LogLevel.INFO, message)
-
-    def warn(self, message: str) -> None:
-        """Record at WARN."""
-        self.log(LogLevel.WARN, message)
-
-    def error(self, message: str) -> None:
-        """Record at ERROR."""
-        self.log(LogLevel.ERROR, message)
-
-    def println(self, message: str) -> None:
-        """Write text followed by a newline."""
-        self.print(message + "\n")
-
-
-class StdLogger(LoggerBase):
-    """Default logger: text to a stream (stdout), records through :mod:`logging`.
-
-    Records go to the logger ``vudo.spirit.<name>`` so users configure them the usual way.
-    """
-
-    def __init__(self, name: str = "spirit", stream: TextIO | None = None) -> None:
-        self.logger = logging.getLogger(f"vudo.spirit.{name}")
-        self._stream = stream
-
-    def _out(self) -> TextIO:
-        # Resolved per write so redirected/captured stdout is honoured.
-        return self._stream if self._stream is not None else sys.stdout
-
-    def log(self, level: LogLevel, message: str) -> None:
-        """Record ``message`` at ``level`` through :mod:`logging`."""
-        self.logger.log(_PY_LEVELS.get(level, logging.ERROR), message)
-
-    def print(self, message: str) -> None:
-        """Write text without a newline and flush, so interleaving with logs stays readable."""
-        out = self._out()
-        out.write(message)
-        out.flush()
-
-
-
-@runtime_checkable
-class TimeProvider(Protocol):
-    """Clocks and sleeping for ``vudo_now``, ``vudo_monotonic_now`` and ``vudo_sleep``."""
-
-    def now(self) -> int:
-        """Wall clock in milliseconds since the Unix epoch."""
-        ...
-
-    def monotonic_now(self) -> int:
-        """Monotonic nanoseconds; never decreases."""
-        ...
-
-    def sleep(self, ms: int) -> None:
-        """Pause the calling Spirit for ``ms`` milliseconds (``ms >= 0``)."""
-
-
-class SystemTimeProvider:
-    """Default clocks: :func:`time.time_ns`, :func:`time.monotonic_ns`, :func:`time.sleep`."""
-
-    def now(self) -> int:
-        """Wall clock in milliseconds since the Unix epoch."""
-        return time.time_ns() // 1_000_000
-
-    def monotonic_now(self) -> int:
-        """Monotonic nanoseconds."""
-        return time.monotonic_ns()
-
-    def sleep(self, ms: int) -> None:
-        """Sleep on the calling thread only (the GIL is released meanwhile)."""
-        if ms > 0:
-            time.sleep(ms / 1000)
-
-
-@runtime_checkable
-class RandomProvider(Protocol):
-    """Randomness for ``vudo_random`` and ``vudo_random_bytes``."""
-
-    def random(self) -> float:
-        """A float uniform in [0, 1)."""
-        ...
-
-    def random_bytes(self, n: int) -> bytes:
-        """Exactly ``n`` random bytes."""
-        ...
-
-
-class SystemRandomProvider:
-    """Default randomness: cryptographically secure (:mod:`secrets` / ``os.urandom``)."""
-
-    def random(self) -> float:
-        """53 random bits scaled into [0, 1)."""
-        return secrets.randbits(53) / 9007199254740992.0
-
-    def random_bytes(self, n: int) -> bytes:
-        """``n`` bytes from the OS CSPRNG."""
-        return os.urandom(n)
-
-
-#: A registered effect: ``fn(spirit, payload) -> ResultCode | int``.
-EffectFn = Callable[["Spirit", bytes], "ResultCode | int"]
-
-
-@runtime_checkable
-class EffectHandler(Protocol):
-    """Performs side effects asked for with ``vudo_emit_effect`` and channel subscriptions."""
-
-    def emit(self, spirit: Spirit, effect_id: int, payload: bytes) -> int:
-        """Perform effect ``effect_id``; return a :class:`~vudo.abi.ResultCode` value."""
-        ...
-
-    def subscribe(self, spirit: Spirit, channel: str) -> int:
-        """Subscribe ``spirit`` to host channel ``channel``; return a result code."""
-        ...
-
-
-class DefaultEffectHandler:
-    """Default effects: NOOP accepted, TERMINATE terminates the Spirit, registered ids run.
-
-    Anything else returns NotFound. Channels must be declared with :meth:`register_channel`
-    before Spirits can subscribe (unknown channels return NotFound); :meth:`notify` delivers a
-    payload to every subscriber's inbox with the sender ``channel:<name>``.
-    """
-
-    def __init__(self) -> None:
-        self._handlers: dict[int, EffectFn] = {}
-        self._channels: dict[str, set[Spirit]] = {}
-        self._lock = threading.Lock()
-
-    def register(self, effect_id: int, fn: EffectFn) -> None:
-        """Handle ``effect_id`` with ``fn(spirit, payload) -> result code``."""
-        self._handlers[int(effect_id)] = fn
-
-    def register_channel(self, channel: str) -> None:
-        """Declare a host channel Spirits may subscribe to."""
-        with self._lock:
-            self._channels.setdefault(channel, set())
-
-    def subscribers(self, channel: str) -> list[Spirit]:
-        """The live Spirits subscribed to ``channel``."""
-        with self._lock:
-            subs = self._channels.get(channel)
-            if subs is None:
-                return []
-            dead = {s for s in subs if s.terminated}
-            subs -= dead  # released and panicked Spirits are forgotten, not kept alive
-            return list(subs)
-
-    def notify(self, channel: str, payload: bytes) -> int:
-        """Deliver ``payload`` to every subscriber of ``channel``; return how many got it."""
-        delivered = 0
-        for spirit in self.subscribers(channel):
-            if spirit.deliver(f"channel:{channel}", payload):
-                delivered += 1
-        return delivered
-
-    def emit(self, spirit: Spirit, effect_id: int, payload: bytes) -> int:
-        """Run the effect: registered handlers first, then NOOP/TERMINATE, else NotFound."""
-        fn = self._handlers.get(effect_id)
-        if fn is not None:
-            return int(fn(spirit, payload))
-        if effect_id == EffectId.NOOP:
-            return ResultCode.OK
-        if effect_id == EffectId.TERMINATE:
-            spirit.terminate("TERMINATE effect: " + payload.decode("utf-8", "replace"))
-            return ResultCode.OK
-        return ResultCode.NOT_FOUND
-
-    def subscribe(self, spirit: Spirit, channel: str) -> int:
-        """Subscribe to a registered channel; NotFound for an unknown one."""
-        with self._lock:
-            subs = self._channels.get(channel)
-            if subs is None:
-                return ResultCode.NOT_FOUND
-            subs.add(spirit)
-        return ResultCode.OK
-
-
-@runtime_checkable
-class DebugHandler(Protocol):
-    """What ``vudo_breakpoint``, a failed ``vudo_assert`` and ``vudo_panic`` report to."""
-
-    def breakpoint(self, spirit: Spirit, backtrace: list[str]) -> None:
-        """The Spirit hit ``vudo_breakpoint``; ``backtrace`` is the wasm call stack."""
-
-    def assert_failed(self, spirit: Spirit, message: str) -> None:
-        """``vudo_assert`` failed with ``message`` (the call fails afterwards)."""
-
-    def panic(self, spirit: Spirit, message: str) -> None:
-        """The Spirit panicked with ``message`` (it is terminated afterwards)."""
-
-
-class DefaultDebugHandler:
-    """Default debugging: log breakpoints at DEBUG; with ``debug=True`` enter :func:`breakpoint`.
-
-    With the debugger, ``spirit`` in the frame above is the Spirit, so its memory and exports can
-    be inspected from pdb.
-    """
-
-    def __init__(self, debug: bool = False) -> None:
-        self.debug = debug
-        self._log = logging.getLogger("vudo.debug")
-
-    def breakpoint(self, spirit: Spirit, backtrace: list[str]) -> None:
-        """Log the backtrace at DEBUG, and call Python's breakpoint hook when debugging."""
-        self._log.debug(
-            "breakpoint in Spirit %r\n  %s", spirit.name, "\n  ".join(backtrace) or "(no frames)"
-        )
-        if self.debug:
-            breakpoint()
-
-    def assert_failed(self, spirit: Spirit, message: str) -> None:
-        """Log the failed assertion at WARNING."""
-        self._log.warning("assertion failed in Spirit %r: %s", spirit.name, message)
-
-    def panic(self, spirit: Spirit, message: str) -> None:
-        """Log the panic at ERROR."""
-        self._log.error("Spirit %r panicked: %s", spirit.name, message)

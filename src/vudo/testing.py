@@ -22,23 +22,36 @@ thread-safe, and never sleeps or touches the network.
 
 from __future__ import annotations
 
+import ctypes
 import random as _random
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+from ._config import Limits, Permissions
+from ._effects import DefaultEffectHandler
+from ._host import (
+    DebugHandler,
+    EffectHandler,
+    EffectTarget,
+    HostContext,
+    Inbox,
+    Logger,
+    RandomProvider,
+    TimeProvider,
+)
+from ._memory import PAGE_SIZE, WasmMemory
+from ._providers import LoggerBase, MessageBus
+from ._spirit.context import make_inbox
 from .abi import LogLevel, ResultCode
-from .providers import DefaultEffectHandler, LoggerBase
-
-if TYPE_CHECKING:
-    from .providers import DebugHandler, EffectHandler, Logger, RandomProvider, TimeProvider
-    from .spirit import Spirit
 
 __all__ = [
     "BreakpointHit",
     "DebugMessage",
     "EffectRecord",
+    "FakeHostContext",
+    "FakeMemory",
     "LogRecord",
     "MockDebugHandler",
     "MockEffectHandler",
@@ -60,7 +73,7 @@ class LogRecord(NamedTuple):
 
 
 class MockLogger(LoggerBase):
-    """A :class:`~vudo.providers.Logger` that keeps everything in memory.
+    """A :class:`~vudo.Logger` that keeps everything in memory.
 
     - ``records``: every log record as ``(level, text)``, in order (``vudo_log``,
       ``vudo_error``, and the ``debug``/``info``/``warn``/``error`` methods).
@@ -112,7 +125,7 @@ class MockLogger(LoggerBase):
 # Time
 # ------------------------------------------------------------------------------------------
 class MockTimeProvider:
-    """A :class:`~vudo.providers.TimeProvider` with a simulated clock that moves only when told.
+    """A :class:`~vudo.TimeProvider` with a simulated clock that moves only when told.
 
     ``now()`` is the wall clock in ms (``set_time`` sets it, and may move it backwards like a
     real wall clock); ``monotonic_now()`` is in ns and only moves forward, with ``advance`` and
@@ -163,7 +176,7 @@ class MockTimeProvider:
 # Randomness
 # ------------------------------------------------------------------------------------------
 class MockRandomProvider:
-    """A :class:`~vudo.providers.RandomProvider` with scripted floats and reproducible bytes.
+    """A :class:`~vudo.RandomProvider` with scripted floats and reproducible bytes.
 
     ``random()`` returns the scripted ``values`` first, in order (they are returned as given,
     even outside [0, 1), to test how the host copes), then values from a generator seeded with
@@ -230,9 +243,9 @@ class SubscribeRecord(NamedTuple):
 
 
 class MockEffectHandler(DefaultEffectHandler):
-    """A :class:`~vudo.providers.EffectHandler` that behaves like the default one and records.
+    """A :class:`~vudo.EffectHandler` that behaves like the default one and records.
 
-    It subclasses :class:`~vudo.providers.DefaultEffectHandler`, so NOOP is accepted, TERMINATE
+    It subclasses :class:`~vudo.DefaultEffectHandler`, so NOOP is accepted, TERMINATE
     terminates the Spirit, ids handled with :meth:`register` run their handler, other ids
     return NotFound, and only channels declared with :meth:`register_channel` can be subscribed
     to. On top of that:
@@ -244,7 +257,7 @@ class MockEffectHandler(DefaultEffectHandler):
       precedence over registered handlers and the standard ids.
 
     Naming: ``@vudo/runtime``'s mock has ``emit(channel, payload)`` to notify subscribers, but
-    ``emit`` is already the :class:`~vudo.providers.EffectHandler` protocol method called by
+    ``emit`` is already the :class:`~vudo.EffectHandler` protocol method called by
     ``vudo_emit_effect`` (``emit(spirit, effect_id, payload)``). ``emit`` keeps the protocol
     meaning; sending a notification to a channel's subscribers is :meth:`notify`
     ``(channel, payload)`` (inherited), delivered with the sender ``channel:<name>``.
@@ -262,7 +275,7 @@ class MockEffectHandler(DefaultEffectHandler):
         with self._rec_lock:
             self._results[int(effect_id)] = int(code)
 
-    def emit(self, spirit: Spirit, effect_id: int, payload: bytes) -> int:
+    def emit(self, spirit: EffectTarget, effect_id: int, payload: bytes) -> int:
         """Record the effect, then answer as scripted or as the default handler does."""
         with self._rec_lock:
             self.effects.append(EffectRecord(int(effect_id), bytes(payload)))
@@ -271,7 +284,7 @@ class MockEffectHandler(DefaultEffectHandler):
             return scripted
         return super().emit(spirit, effect_id, payload)
 
-    def subscribe(self, spirit: Spirit, channel: str) -> int:
+    def subscribe(self, spirit: EffectTarget, channel: str) -> int:
         """Subscribe as the default handler does, and record the request and its result."""
         code = int(super().subscribe(spirit, channel))
         with self._rec_lock:
@@ -303,7 +316,7 @@ class DebugMessage(NamedTuple):
 
 
 class MockDebugHandler:
-    """A :class:`~vudo.providers.DebugHandler` that records instead of debugging.
+    """A :class:`~vudo.DebugHandler` that records instead of debugging.
 
     ``breakpoints`` holds ``(spirit, backtrace)`` per ``vudo_breakpoint`` (the backtrace ends
     with ``"vudo_breakpoint"``; Spirits loaded with ``debug=True`` or limits also list the
@@ -312,26 +325,26 @@ class MockDebugHandler:
     given, is called with the live Spirit at each breakpoint, e.g. to inspect its memory.
     """
 
-    def __init__(self, on_breakpoint: Callable[[Spirit], None] | None = None) -> None:
+    def __init__(self, on_breakpoint: Callable[[HostContext], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._on_breakpoint = on_breakpoint
         self.breakpoints: list[BreakpointHit] = []
         self.assertion_failures: list[DebugMessage] = []
         self.panics: list[DebugMessage] = []
 
-    def breakpoint(self, spirit: Spirit, backtrace: list[str]) -> None:
+    def breakpoint(self, spirit: HostContext, backtrace: list[str]) -> None:
         """Record the breakpoint, then run ``on_breakpoint`` if one was given."""
         with self._lock:
             self.breakpoints.append(BreakpointHit(spirit.name, list(backtrace)))
         if self._on_breakpoint is not None:
             self._on_breakpoint(spirit)
 
-    def assert_failed(self, spirit: Spirit, message: str) -> None:
+    def assert_failed(self, spirit: HostContext, message: str) -> None:
         """Record the failed assertion."""
         with self._lock:
             self.assertion_failures.append(DebugMessage(spirit.name, message))
 
-    def panic(self, spirit: Spirit, message: str) -> None:
+    def panic(self, spirit: HostContext, message: str) -> None:
         """Record the panic."""
         with self._lock:
             self.panics.append(DebugMessage(spirit.name, message))
@@ -350,3 +363,118 @@ if TYPE_CHECKING:  # static proof that the doubles satisfy the provider Protocol
     _random_provider: RandomProvider = MockRandomProvider()
     _effects: EffectHandler = MockEffectHandler()
     _debug: DebugHandler = MockDebugHandler()
+
+
+# ------------------------------------------------------------------------------------------
+# A host context without wasm
+# ------------------------------------------------------------------------------------------
+class FakeMemory(WasmMemory):
+    """A linear memory without a Spirit: ``pages`` of zeroed bytes that can grow up to
+    ``max_pages``, with the same bounds checks, typed access and host heap as a real one."""
+
+    def __init__(self, pages: int = 1, *, max_pages: int = 16, allocator: str = "freelist",
+                 name: str = "fake") -> None:
+        super().__init__(allocator=allocator, name=name)
+        if not 0 <= pages <= max_pages:
+            raise ValueError(f"pages must be within 0..{max_pages}")
+        self._buffer = (ctypes.c_ubyte * (max_pages * PAGE_SIZE))()
+        self._base = ctypes.addressof(self._buffer)
+        self._fake_pages = pages
+        self._max_pages = max_pages
+        self._refresh()
+        self.heap_floor = self._size
+
+    @property
+    def attached(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    def _refresh(self) -> int:
+        size = self._fake_pages * PAGE_SIZE
+        if size != self._size:
+            self._view = memoryview(self._buffer).cast("B")[:size]
+            self._size = size
+        return size
+
+    def grow(self, pages: int) -> int:
+        """Grow by ``pages`` up to ``max_pages``; the previous size in pages, or -1."""
+        if pages < 0:
+            raise ValueError("cannot grow memory by a negative number of pages")
+        old = self._fake_pages
+        if self._max_pages is not None and old + pages > self._max_pages:
+            return -1
+        self._fake_pages += pages
+        self._refresh()
+        return old
+
+
+class FakeHostContext:
+    """A :class:`~vudo.HostContext` double: call a host function factory with it to test the
+    host function without wasm, e.g. ``vudo_print(FakeHostContext())(ptr, len)``.
+
+    Defaults: a :class:`FakeMemory`, ``Limits()``, the mocks of this module, and an inbox on
+    a :class:`~vudo.MessageBus` of its own (``bus``: register peers and post to them there).
+    ``slept`` records every :meth:`sleep`, ``terminations`` every :meth:`terminate`.
+    """
+
+    def __init__(
+        self,
+        name: str = "spirit",
+        *,
+        memory: WasmMemory | None = None,
+        limits: Limits | None = None,
+        permissions: Permissions | None = None,
+        logger: Logger | None = None,
+        time: TimeProvider | None = None,
+        random: RandomProvider | None = None,
+        effects: EffectHandler | None = None,
+        debugger: DebugHandler | None = None,
+        debug: bool = False,
+        bus: MessageBus | None = None,
+        call_stack: Iterable[str] = (),
+    ) -> None:
+        self.name = name
+        self.memory: WasmMemory = memory if memory is not None else FakeMemory(name=name)
+        self.limits = limits if limits is not None else Limits()
+        self.permissions = permissions
+        self.logger: Logger = logger if logger is not None else MockLogger()
+        self.time: TimeProvider = time if time is not None else MockTimeProvider()
+        self.random: RandomProvider = random if random is not None else MockRandomProvider()
+        self.effects: EffectHandler = effects if effects is not None else MockEffectHandler()
+        self.debugger: DebugHandler = debugger if debugger is not None else MockDebugHandler()
+        self.debug = debug
+        self.bus = bus if bus is not None else MessageBus()
+        if not self.bus.is_registered(name):
+            self.bus.register(name, capacity=self.limits.max_inbox)
+        self.inbox: Inbox = make_inbox(self.bus, name)
+        self._stack = list(call_stack)
+        self.terminated = False
+        self.termination_cause: str | None = None
+        self.slept: list[int] = []
+        self.terminations: list[str] = []
+
+    @property
+    def current_function(self) -> str:
+        """The innermost name of ``call_stack``, or ``"<host>"``."""
+        return self._stack[-1] if self._stack else "<host>"
+
+    @property
+    def call_stack(self) -> list[str]:
+        """The call stack given at construction."""
+        return list(self._stack)
+
+    def sleep(self, ms: int) -> None:
+        """Record the pause and pass it to the time provider (a mock clock advances)."""
+        ms = max(ms, 0)
+        self.slept.append(ms)
+        self.time.sleep(ms)
+
+    def deliver(self, from_: str, payload: bytes, /) -> bool:
+        """Queue a message in this context's inbox."""
+        return self.bus.post(from_, self.name, payload) == ResultCode.OK
+
+    def terminate(self, cause: str, /) -> None:
+        """Record the termination."""
+        self.terminated = True
+        self.termination_cause = cause
+        self.terminations.append(cause)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from .._host import Message, MessageBroker, MessageCallback
+from .._providers import MessageBus
 from ..abi import ResultCode
-from ..broker import Message, MessageBroker, MessageBus, MessageCallback
 from ._errors import UsageFailure
 
 __all__ = ["CountingBroker", "make_broker"]
@@ -44,6 +45,20 @@ class CountingBroker:
         if code == ResultCode.OK:
             self.sent[from_] = self.sent.get(from_, 0) + 1
         return code
+
+    @property
+    def supports_requeue(self) -> bool:
+        """Whether the inner broker can put a message back."""
+        return self.inner.supports_requeue
+
+    def requeue(self, message: Message) -> None:
+        """Put a message back (the inner broker's requeue)."""
+        self.inner.requeue(message)
+        self.received[message.to] = self.received.get(message.to, 0) - 1
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """The inner broker's flush."""
+        return self.inner.flush(timeout)
 
     def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
         """Send to every Spirit, counting each delivery for the sender."""

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ..effects import Permissions
-from ..loa import Loa, LoaRegistry
+from .._config import Permissions
+from .._host import Loa, LoaRegistry
 from ._errors import UsageFailure
 from ._output import json_errors
 

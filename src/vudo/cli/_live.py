@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..seance import Seance
+from .._session import Seance
 from ._broker import CountingBroker
 
 __all__ = ["PROGRESS_DELAY", "Bar", "Watch", "on_terminal"]

@@ -15,8 +15,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from .._providers import LoggerBase, StdLogger
 from ..abi import LogLevel
-from ..providers import LoggerBase, StdLogger
 from ._errors import error_document
 
 __all__ = [

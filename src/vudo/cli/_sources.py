@@ -19,8 +19,8 @@ from typing import BinaryIO
 
 import wasmtime
 
+from .._spirit import compile_source, read_wasm
 from ..errors import LinkError, LoadError
-from ..spirit import compile_source, read_wasm
 from ._errors import UsageFailure
 
 __all__ = [

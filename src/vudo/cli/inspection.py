@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._memory import PAGE_SIZE
 from ..abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, HostFunctionSpec
-from ..memory import PAGE_SIZE
 from ._args import format_signature, func_signature
 from ._options import Settings, common_options
 from ._output import dump_json, json_errors, print_rich

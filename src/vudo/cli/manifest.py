@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..limits import Limits
+from .._config import Limits
 from ._args import parse_size
 from ._errors import UsageFailure
 from ._grants import Grants, parse_dir

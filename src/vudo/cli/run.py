@@ -12,9 +12,9 @@ from typing import Any
 import click
 import wasmtime
 
+from .._config import Limits
+from .._spirit import load_spirit
 from ..errors import LoadError
-from ..limits import Limits
-from ..spirit import load_spirit
 from ._args import convert_args, format_signature, func_signature, size_option
 from ._errors import UsageFailure, error_document, stop_on_interrupt
 from ._grants import Grants, grant_options

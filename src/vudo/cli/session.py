@@ -19,9 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._config import Limits
+from .._session import Seance
+from .._session.seance import SeanceOptions
 from ..abi import ResultCode
 from ..errors import LoadError
-from ..seance import Seance
 from ._args import convert_args
 from ._broker import CountingBroker, make_broker
 from ._errors import SpiritFailure, UsageFailure, error_document, error_message, stop_on_interrupt
@@ -200,9 +202,7 @@ class _Runner:
         self._arrived.clear()
         if not self._nothing_pending():
             return False
-        flush = getattr(self.broker.inner, "flush", None)
-        if callable(flush):
-            flush(self.settle * 20)
+        self.broker.flush(self.settle * 20)  # every broker declares flush (a no-op in-process)
         return not self._arrived.wait(self.settle) and self._nothing_pending()
 
     def _rounds(self, step: Step) -> None:
@@ -359,10 +359,13 @@ def seance_command(ctx: click.Context, manifest_source: str, quiet: bool, broker
     with cli_logging(level, output):
         with json_errors(as_json, "seance"):
             counting = CountingBroker(make_broker(broker, manifest.name))
-        with contextlib.closing(counting), Seance(
-            broker=counting, limits=manifest.limits, debug=manifest.debug,
-            channels=manifest.channels, trace=trace_file,
-        ) as seance:
+        session_options: SeanceOptions = {
+            "broker": counting, "limits": manifest.limits or Limits(), "debug": manifest.debug,
+            "channels": manifest.channels,
+        }
+        if trace_file is not None:
+            session_options["trace"] = trace_file
+        with contextlib.closing(counting), Seance(**session_options) as seance:
             with json_errors(as_json, "seance"):
                 for spec in manifest.spirits:
                     options: dict[str, Any] = {"logger": CliLogger(spec.name, output),

@@ -12,9 +12,10 @@ import logging
 import struct
 from collections.abc import Callable
 
-from ..abi import ResultCode
+from ...abi import ResultCode
+from ...errors import HostHeapExhausted
 from ..broker import Message
-from ..loa import LoaContext
+from ..context import HostContext
 
 _MASK = 0xFFFFFFFF
 _U32 = struct.Struct("<I").pack
@@ -24,30 +25,27 @@ _ERROR = int(ResultCode.ERROR)
 _INVALID = int(ResultCode.INVALID_ARG)
 
 
-def _refuse_oversized(ctx: LoaContext, fn: str) -> Callable[[int, int], int]:
+def _refuse_oversized(ctx: HostContext, fn: str) -> Callable[[int, int], int]:
     """What a send does with a payload over ``max_message_size``: a bad pointer is still a
     fault; otherwise log and return InvalidArg (nothing is queued)."""
-    spirit = ctx.spirit
-    mem = spirit.memory_or_null
+    check = ctx.memory.check
 
     def refuse(ptr: int, length: int) -> int:
-        mem.check(ptr, length)
+        check(ptr, length)
         _log.warning("%s: Spirit %r sent %d bytes, over its max_message_size %d",
-                     fn, spirit.name, length, spirit.limits.max_message_size)
+                     fn, ctx.name, length, ctx.limits.max_message_size)
         return _INVALID
 
     return refuse
 
 
-def vudo_send(ctx: LoaContext) -> Callable[[int, int, int, int], int]:
+def vudo_send(ctx: HostContext) -> Callable[[int, int, int, int], int]:
     """Copy a payload into the named Spirit's inbox: Ok, NotFound, or Error when it is full."""
-    spirit = ctx.spirit
-    mem = spirit.memory_or_null
+    mem = ctx.memory
     read, read_str = mem.read_bytes, mem.read_string
-    cap = spirit.limits.max_message_size
+    cap = ctx.limits.max_message_size
     refuse = _refuse_oversized(ctx, "vudo_send")
-    name = spirit.name
-    post = spirit.broker.post
+    post = ctx.inbox.post
 
     def host(to_ptr: int, to_len: int, ptr: int, length: int) -> int:
         to_ptr &= _MASK
@@ -56,7 +54,7 @@ def vudo_send(ctx: LoaContext) -> Callable[[int, int, int, int], int]:
         to = read_str(to_ptr, to_len & _MASK)
         if cap is not None and length > cap:
             return refuse(ptr, length)
-        return post(name, to, read(ptr, length))
+        return post(to, read(ptr, length))
 
     return host
 
@@ -72,20 +70,17 @@ def _message_block(msg: Message) -> bytes:
     return b"".join((_sender_prefix(msg.from_), _U32(len(msg.payload)), msg.payload))
 
 
-def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
+def vudo_recv(ctx: HostContext) -> Callable[[], int]:
     """Pointer to the oldest message in the host heap, or 0 (empty inbox or heap exhausted)."""
-    spirit = ctx.spirit
-    mem = spirit.memory_or_null
-    broker = spirit.broker
-    name = spirit.name
-    outstanding = spirit._message_blocks
-
-    requeue: Callable[[Message], None] | None = getattr(broker, "requeue", None)
+    mem = ctx.memory
+    inbox = ctx.inbox
+    outstanding = inbox.outstanding
+    recv, peek, requeue = inbox.recv, inbox.peek, inbox.requeue
     alloc, write = mem.allocator.alloc, mem.write_bytes  # bound once: this is a hot path
 
     def take_then_allocate() -> int:
         # In-process broker: take the message, and put it back if the heap is full.
-        msg = broker.recv(name)
+        msg = recv()
         if msg is None:
             return 0
         block = _message_block(msg)
@@ -101,7 +96,7 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
     def allocate_then_take() -> int:
         # A broker that acknowledges on recv (NATS): allocate for the head first, so a full
         # heap leaves the message queued...
-        msg = broker.peek(name)
+        msg = peek()
         if msg is None:
             return 0
         block = _message_block(msg)
@@ -110,7 +105,7 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
             return 0
         # ...then take it. Another consumer may have taken the head meanwhile: the Spirit gets
         # whatever was taken, never a copy of a message someone else has.
-        taken = broker.recv(name)
+        taken = recv()
         if taken is None:  # emptied meanwhile, or the broker could not take it
             mem.free(ptr)
             return 0
@@ -120,7 +115,9 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
                 bigger = mem.realloc(ptr, 0, len(block))
                 if bigger == 0:
                     mem.free(ptr)
-                    raise MemoryError("host heap exhausted while receiving a message")
+                    raise HostHeapExhausted(
+                        ctx.name, "vudo_recv", f"receiving a message of {len(block)} bytes"
+                    )
                 ptr = bigger
         mem.write_bytes(ptr, block)
         outstanding.add(ptr)
@@ -129,43 +126,34 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
     return take_then_allocate if requeue is not None else allocate_then_take
 
 
-
-
-def vudo_pending(ctx: LoaContext) -> Callable[[], int]:
+def vudo_pending(ctx: HostContext) -> Callable[[], int]:
     """Number of messages waiting in this Spirit's inbox."""
-    broker = ctx.spirit.broker
-    name = ctx.spirit.name
-
-    def host() -> int:
-        return broker.pending(name)
-
-    return host
+    return ctx.inbox.pending
 
 
-def vudo_broadcast(ctx: LoaContext) -> Callable[[int, int], int]:
+def vudo_broadcast(ctx: HostContext) -> Callable[[int, int], int]:
     """Send to every Spirit of the session, the sender included; Error if one refused it."""
-    spirit = ctx.spirit
-    broker = spirit.broker
-    read = spirit.memory_or_null.read_bytes
-    cap = spirit.limits.max_message_size
+    inbox = ctx.inbox
+    broadcast, peers = inbox.broadcast, inbox.peers
+    read = ctx.memory.read_bytes
+    cap = ctx.limits.max_message_size
     refuse = _refuse_oversized(ctx, "vudo_broadcast")
-    name = spirit.name
 
     def host(ptr: int, length: int) -> int:
         length &= _MASK
         if cap is not None and length > cap:
             return refuse(ptr & _MASK, length)
         data = read(ptr & _MASK, length)
-        expected = len(broker.spirits())
-        return _OK if broker.broadcast(name, data) >= expected else _ERROR
+        expected = peers()
+        return _OK if broadcast(data) >= expected else _ERROR
 
     return host
 
 
-def vudo_free_message(ctx: LoaContext) -> Callable[[int], None]:
+def vudo_free_message(ctx: HostContext) -> Callable[[int], None]:
     """Release a block returned by ``vudo_recv``; other pointers are ignored."""
-    free = ctx.spirit.memory_or_null.allocator.free
-    outstanding = ctx.spirit._message_blocks
+    free = ctx.memory.allocator.free
+    outstanding = ctx.inbox.outstanding
 
     def host(ptr: int) -> None:
         try:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..loa import LoaContext
+from ..context import HostContext
 
 _MASK = 0xFFFFFFFF
 _log = logging.getLogger("vudo.memory")
 
 
-def _refusal_logger(ctx: LoaContext, fn: str) -> Callable[[int], None]:
+def _refusal_logger(ctx: HostContext, fn: str) -> Callable[[int], None]:
     """Log the first refusal of each spell of exhaustion (not every one: a Spirit may retry)."""
-    spirit = ctx.spirit
     refusing = [False]
 
     def note(ptr: int) -> None:
@@ -21,16 +20,15 @@ def _refusal_logger(ctx: LoaContext, fn: str) -> Callable[[int], None]:
             refusing[0] = False
         elif not refusing[0]:
             refusing[0] = True
-            mem = spirit.memory_or_null
             _log.warning("%s: host heap of Spirit %r exhausted (memory %d bytes, max_memory %s)",
-                         fn, spirit.name, mem.size, spirit.limits.max_memory)
+                         fn, ctx.name, ctx.memory.size, ctx.limits.max_memory)
 
     return note
 
 
-def vudo_alloc(ctx: LoaContext) -> Callable[[int], int]:
+def vudo_alloc(ctx: HostContext) -> Callable[[int], int]:
     """A zeroed, 8-byte aligned host-heap block; 0 on failure (or a negative size)."""
-    alloc = ctx.spirit.memory_or_null.alloc
+    alloc = ctx.memory.alloc
     note = _refusal_logger(ctx, "vudo_alloc")
 
     def host(size: int) -> int:
@@ -43,9 +41,9 @@ def vudo_alloc(ctx: LoaContext) -> Callable[[int], int]:
     return host
 
 
-def vudo_free(ctx: LoaContext) -> Callable[[int, int], None]:
+def vudo_free(ctx: HostContext) -> Callable[[int, int], None]:
     """Release a block; pointers the host did not hand out are ignored."""
-    free = ctx.spirit.memory_or_null.free
+    free = ctx.memory.free
 
     def host(ptr: int, size: int) -> None:
         free(ptr & _MASK)
@@ -53,9 +51,9 @@ def vudo_free(ctx: LoaContext) -> Callable[[int, int], None]:
     return host
 
 
-def vudo_realloc(ctx: LoaContext) -> Callable[[int, int, int], int]:
+def vudo_realloc(ctx: HostContext) -> Callable[[int, int, int], int]:
     """Resize a block, keeping ``min(old, new)`` bytes; 0 on failure with the old block valid."""
-    realloc = ctx.spirit.memory_or_null.realloc
+    realloc = ctx.memory.realloc
     note = _refusal_logger(ctx, "vudo_realloc")
 
     def host(ptr: int, old: int, new: int) -> int:

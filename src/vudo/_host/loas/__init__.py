@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..abi import HOST_FUNCTIONS
+from ...abi import HOST_FUNCTIONS
 from ..loa import HostFunction, Loa
 from . import debug, effects, io, memory, messaging, random, time
 

@@ -4,40 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import MemoryAccessError, SpiritAssertionError, SpiritPanic
-from ..loa import LoaContext
+from ...errors import MemoryAccessError, SpiritAssertionError, SpiritPanic
+from ..context import HostContext
 
 _MASK = 0xFFFFFFFF
 
 
-def vudo_breakpoint(ctx: LoaContext) -> Callable[[], None]:
+def vudo_breakpoint(ctx: HostContext) -> Callable[[], None]:
     """Tell the debug handler, with the Spirit's current call stack."""
-    spirit = ctx.spirit
+    debugger = ctx.debugger
 
     def host() -> None:
-        spirit.debug_handler.breakpoint(spirit, [*spirit.call_stack, "vudo_breakpoint"])
+        debugger.breakpoint(ctx, [*ctx.call_stack, "vudo_breakpoint"])
 
     return host
 
 
-def vudo_assert(ctx: LoaContext) -> Callable[[int, int, int], None]:
+def vudo_assert(ctx: HostContext) -> Callable[[int, int, int], None]:
     """With ``cond == 0`` the current call fails with ``SpiritAssertionError``."""
-    spirit = ctx.spirit
-    read = spirit.memory_or_null.read_string
+    read = ctx.memory.read_string
+    debugger = ctx.debugger
 
     def host(cond: int, ptr: int, length: int) -> None:
         if cond == 0:
             message = read(ptr & _MASK, length & _MASK)
-            spirit.debug_handler.assert_failed(spirit, message)
-            raise SpiritAssertionError(spirit.name, spirit.current_function, message)
+            debugger.assert_failed(ctx, message)
+            raise SpiritAssertionError(ctx.name, ctx.current_function, message)
 
     return host
 
 
-def vudo_panic(ctx: LoaContext) -> Callable[[int, int], None]:
+def vudo_panic(ctx: HostContext) -> Callable[[int, int], None]:
     """Terminate the Spirit with a message; the call fails with ``SpiritPanic``."""
-    spirit = ctx.spirit
-    read = spirit.memory_or_null.read_string
+    read = ctx.memory.read_string
+    debugger = ctx.debugger
 
     def host(ptr: int, length: int) -> None:
         cause: MemoryAccessError | None = None
@@ -45,10 +45,10 @@ def vudo_panic(ctx: LoaContext) -> Callable[[int, int], None]:
             message = read(ptr & _MASK, length & _MASK)
         except MemoryAccessError as exc:  # a bad message pointer must not stop the panic
             cause = MemoryAccessError(
-                exc.ptr, exc.length, exc.memory_size, spirit=spirit.name, function="vudo_panic"
+                exc.ptr, exc.length, exc.memory_size, spirit=ctx.name, function="vudo_panic"
             )
             message = f"<unreadable panic message: {cause}>"
-        spirit.debug_handler.panic(spirit, message)
-        raise SpiritPanic(spirit.name, spirit.current_function, message) from cause
+        debugger.panic(ctx, message)
+        raise SpiritPanic(ctx.name, ctx.current_function, message) from cause
 
     return host

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ..loa import LoaContext
+from ..context import HostContext
 
 _MASK = 0xFFFFFFFF
 
 
-def vudo_random(ctx: LoaContext) -> Callable[[], float]:
+def vudo_random(ctx: HostContext) -> Callable[[], float]:
     """A float uniform in [0, 1); out-of-range provider values are folded back in (NaN/inf: 0)."""
     rand = ctx.random.random
 
@@ -24,9 +24,9 @@ def vudo_random(ctx: LoaContext) -> Callable[[], float]:
     return host
 
 
-def vudo_random_bytes(ctx: LoaContext) -> Callable[[int, int], None]:
+def vudo_random_bytes(ctx: HostContext) -> Callable[[int, int], None]:
     """Fill ``[ptr, ptr+len)`` with random bytes (bounds checked before generating)."""
-    mem = ctx.spirit.memory_or_null
+    mem = ctx.memory
     rand = ctx.random.random_bytes
 
     def host(ptr: int, length: int) -> None:

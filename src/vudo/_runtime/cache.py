@@ -1,8 +1,8 @@
-"""The shared wasmtime engine, the compile cache, and the epoch ticker used for timeouts.
+"""The compile cache: compiled modules by hash, in memory (bounded) and on disk (verified).
 
-One engine serves the process: every Spirit's store is created on it, so compiled modules are
-shared. Fuel metering and epoch interruption are always on (limits are then per store, per call).
-Memories never move, so a Spirit's memory base address can be cached by host functions.
+It is configured explicitly (:func:`configure_cache`); until then the default directory is
+chosen on first use (``VUDO_CACHE_DIR`` if set, empty disabling the disk cache, else the user
+cache directory), never at import.
 """
 
 from __future__ import annotations
@@ -15,95 +15,9 @@ from pathlib import Path
 
 import wasmtime
 
-__all__ = [
-    "EPOCH_TICK_SECONDS",
-    "CompileCache",
-    "engine",
-    "ensure_ticker",
-    "get_engine",
-    "wasmtime_version",
-]
+from .engine import CONFIG_KEY, get_engine
 
-#: How often the epoch ticker advances the engine's epoch (timeout granularity).
-EPOCH_TICK_SECONDS = 0.005
-
-def _wasmtime_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("wasmtime")
-    except PackageNotFoundError:  # pragma: no cover - vendored or unusual installs
-        return "unknown"
-
-
-#: The installed wasmtime package version (part of the compile cache key).
-wasmtime_version: str = _wasmtime_version()
-
-# Part of every cache key: a change to any of these makes old artifacts unusable.
-_CONFIG_KEY = f"wasmtime={wasmtime_version};fuel=1;epoch=1;memory_may_move=0;v=1"
-
-
-def _make_engine() -> wasmtime.Engine:
-    cfg = wasmtime.Config()
-    cfg.consume_fuel = True
-    cfg.epoch_interruption = True
-    cfg.memory_may_move = False
-    return wasmtime.Engine(cfg)
-
-
-_engine_lock = threading.Lock()
-_the_engine: wasmtime.Engine | None = None
-
-
-def get_engine() -> wasmtime.Engine:
-    """The process-wide engine, created on first use (also available as ``engine``).
-
-    Not created at import: creating an engine installs wasmtime's signal handlers for traps, and
-    a handler installed afterwards for the same signals (``faulthandler.enable()``, which pytest
-    calls after importing conftest files) turns every trap into a fatal "Illegal instruction".
-    """
-    global _the_engine
-    eng = _the_engine
-    if eng is None:
-        with _engine_lock:
-            if _the_engine is None:
-                _the_engine = _make_engine()
-            eng = _the_engine
-    return eng
-
-
-#: The shared engine; resolved lazily by the module ``__getattr__`` below.
-engine: wasmtime.Engine
-
-
-def __getattr__(name: str) -> object:
-    if name == "engine":
-        eng = get_engine()
-        globals()["engine"] = eng  # later lookups no longer come through here
-        return eng
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-_ticker_lock = threading.Lock()
-_ticker: threading.Thread | None = None
-
-
-def _tick() -> None:
-    event = threading.Event()
-    eng = get_engine()
-    while not event.wait(EPOCH_TICK_SECONDS):
-        eng.increment_epoch()
-
-
-def ensure_ticker() -> None:
-    """Start the process-wide epoch ticker once (first Spirit with a timeout)."""
-    global _ticker
-    if _ticker is not None:
-        return
-    with _ticker_lock:
-        if _ticker is None:
-            _ticker = threading.Thread(target=_tick, name="vudo-epoch-ticker", daemon=True)
-            _ticker.start()
+__all__ = ["CompileCache", "configure_cache", "get_cache"]
 
 
 def _default_cache_dir() -> Path | None:
@@ -133,7 +47,7 @@ class CompileCache:
 
     def key(self, wasm: bytes) -> str:
         """The cache key of ``wasm``: its hash and the engine configuration."""
-        return hashlib.sha256(_CONFIG_KEY.encode() + b"\0" + wasm).hexdigest()
+        return hashlib.sha256(CONFIG_KEY.encode() + b"\0" + wasm).hexdigest()
 
     def get_or_compile(self, wasm: bytes) -> wasmtime.Module:
         """Return the compiled module for ``wasm``, compiling only on a miss.
@@ -200,5 +114,25 @@ class CompileCache:
             self._memory.clear()
 
 
-#: The process-wide compile cache used by :func:`vudo.load_spirit`.
-compile_cache = CompileCache()
+_cache_lock = threading.Lock()
+_cache: CompileCache | None = None
+
+
+def get_cache() -> CompileCache:
+    """The process-wide compile cache used by :func:`vudo.load_spirit`."""
+    global _cache
+    cache = _cache
+    if cache is None:
+        with _cache_lock:
+            if _cache is None:
+                _cache = CompileCache()
+            cache = _cache
+    return cache
+
+
+def configure_cache(directory: str | os.PathLike[str] | None = None, *, disk: bool = True) -> None:
+    """Replace the process-wide compile cache: ``directory`` for compiled artifacts
+    (``None``: the default location), ``disk=False`` to keep compiled modules in memory only."""
+    global _cache
+    with _cache_lock:
+        _cache = CompileCache(Path(directory) if directory is not None else None, disk=disk)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..abi import LogLevel
-from ..loa import LoaContext
+from ...abi import LogLevel
+from ..context import HostContext
 
 _MASK = 0xFFFFFFFF
 _coerce = LogLevel.coerce
 
 
-def vudo_print(ctx: LoaContext) -> Callable[[int, int], None]:
+def vudo_print(ctx: HostContext) -> Callable[[int, int], None]:
     """Write text without a newline through the logger's ``print``."""
-    read = ctx.spirit.memory_or_null.read_string
+    read = ctx.memory.read_string
     out = ctx.logger.print
 
     def host(ptr: int, length: int) -> None:
@@ -22,9 +22,9 @@ def vudo_print(ctx: LoaContext) -> Callable[[int, int], None]:
     return host
 
 
-def vudo_println(ctx: LoaContext) -> Callable[[int, int], None]:
+def vudo_println(ctx: HostContext) -> Callable[[int, int], None]:
     """Write text and a newline through the logger's ``println``."""
-    read = ctx.spirit.memory_or_null.read_string
+    read = ctx.memory.read_string
     out = ctx.logger.println
 
     def host(ptr: int, length: int) -> None:
@@ -33,9 +33,9 @@ def vudo_println(ctx: LoaContext) -> Callable[[int, int], None]:
     return host
 
 
-def vudo_log(ctx: LoaContext) -> Callable[[int, int, int], None]:
+def vudo_log(ctx: HostContext) -> Callable[[int, int, int], None]:
     """Log at a level; levels outside DEBUG..ERROR are logged at ERROR."""
-    read = ctx.spirit.memory_or_null.read_string
+    read = ctx.memory.read_string
     log = ctx.logger.log
 
     def host(level: int, ptr: int, length: int) -> None:
@@ -44,9 +44,9 @@ def vudo_log(ctx: LoaContext) -> Callable[[int, int, int], None]:
     return host
 
 
-def vudo_error(ctx: LoaContext) -> Callable[[int, int], None]:
+def vudo_error(ctx: HostContext) -> Callable[[int, int], None]:
     """Log at ERROR; the Spirit continues."""
-    read = ctx.spirit.memory_or_null.read_string
+    read = ctx.memory.read_string
     err = ctx.logger.error
 
     def host(ptr: int, length: int) -> None:

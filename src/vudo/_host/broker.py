@@ -1,0 +1,99 @@
+"""The message broker Protocol: what a Spirit's inbox and a Séance need from a broker.
+
+The broker is a provider like the logger: the in-process :class:`~vudo.MessageBus` is the
+default, :class:`~vudo.nats.NatsBroker` spans processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from ..abi import ResultCode
+
+__all__ = ["DEFAULT_INBOX_CAPACITY", "Message", "MessageBroker", "MessageCallback"]
+
+#: Messages an inbox holds when no capacity is given.
+DEFAULT_INBOX_CAPACITY = 10_000
+
+
+class Message(NamedTuple):
+    """One message: sender, recipient, channel, payload and send time (ms since the epoch).
+
+    Immutable; a named tuple because messages are created on the hot path of every send.
+    """
+
+    from_: str
+    to: str
+    channel: int
+    payload: bytes
+    timestamp: float
+
+
+MessageCallback = Callable[[Message], None]
+
+
+@runtime_checkable
+class MessageBroker(Protocol):
+    """What a Séance needs from a message broker (in-process, or distributed such as NATS).
+
+    Every method is declared here, the optional ones too; :attr:`supports_requeue` says whether
+    :meth:`requeue` works.
+    """
+
+    @property
+    def supports_requeue(self) -> bool:
+        """Whether :meth:`requeue` can put a taken message back (the in-process bus can)."""
+        ...
+
+    def register(self, name: str, *, capacity: int | None = None) -> None:
+        """Create the inbox of ``name``; raise :class:`~vudo.NameTaken` if it is taken."""
+
+    def unregister(self, name: str) -> None:
+        """Close and drop the inbox of ``name`` (queued messages are discarded)."""
+
+    def is_registered(self, name: str) -> bool:
+        """Whether ``name`` has an open inbox."""
+        ...
+
+    def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
+        """Queue a message: OK, NOT_FOUND (no such inbox) or ERROR (inbox full)."""
+        ...
+
+    def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
+        """Send to every registered Spirit, the sender included; return how many got it."""
+        ...
+
+    def recv(self, name: str, channel: int = 0) -> Message | None:
+        """Take the oldest message (on ``channel``, 0 = any) or ``None``."""
+        ...
+
+    def peek(self, name: str, channel: int = 0) -> Message | None:
+        """Look at the oldest message without taking it."""
+        ...
+
+    def pending(self, name: str, channel: int = 0) -> int:
+        """How many messages wait for ``name`` (on ``channel``, 0 = any)."""
+        ...
+
+    def spirits(self) -> list[str]:
+        """Names of the registered inboxes."""
+        ...
+
+    def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
+        """Call ``callback(message)`` after each delivery to ``name``; returns an unsubscriber."""
+        ...
+
+    def requeue(self, message: Message) -> None:
+        """Put a message just taken back at the head of its inbox (only when
+        :attr:`supports_requeue`; other brokers are read peek-then-take)."""
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted message is handed over; ``False`` on timeout."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every queued message (inboxes stay registered)."""
+
+    def close(self) -> None:
+        """Release the broker's resources."""

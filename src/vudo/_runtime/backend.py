@@ -1,0 +1,72 @@
+"""The call-path interface: how a Spirit's exports are called and its imports are served.
+
+Two implementations fit it: the generated pure-Python one (:mod:`._pypath`, always available)
+and a native one (an optional C extension). Nothing above this module knows which one runs;
+:func:`get_backend` picks it once per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import wasmtime
+
+from .callstate import CallState
+
+__all__ = ["Backend", "HostCallable", "get_backend"]
+
+HostCallable = Callable[..., Any]
+
+
+class Backend(Protocol):
+    """A call-path implementation."""
+
+    #: ``"python"`` or ``"native"``.
+    name: str
+
+    def caller(
+        self,
+        state: CallState,
+        lock: threading.RLock,
+        store: wasmtime.Store,
+        name: str,
+        func: wasmtime.Func,
+        params: tuple[str, ...],
+        results: tuple[str, ...],
+        keepalive: list[Any],
+    ) -> Callable[..., Any]:
+        """The call path of export ``name``: takes Python values, returns its results."""
+        ...
+
+    def host_func(
+        self,
+        state: CallState,
+        store: wasmtime.Store,
+        name: str,
+        params: tuple[str, ...],
+        results: tuple[str, ...],
+        fn: HostCallable,
+        keepalive: list[Any],
+    ) -> wasmtime.Func:
+        """A host function ``fn`` as a ``Func`` of ``store``; its exceptions trap the Spirit
+        and reach the caller through ``state``."""
+        ...
+
+    def ensure_ticker(self) -> None:
+        """Start the process-wide epoch ticker (idempotent)."""
+        ...
+
+
+_backend: Backend | None = None
+
+
+def get_backend() -> Backend:
+    """The call-path implementation of this process."""
+    global _backend
+    if _backend is None:
+        from ._pypath import PythonBackend
+
+        _backend = PythonBackend()
+    return _backend

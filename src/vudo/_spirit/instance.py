@@ -1,0 +1,96 @@
+"""Creating a Spirit's store under its limits and instantiating a module from a link plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import wasmtime
+
+from .._config import Limits
+from .._host import HostContext
+from .._linking import LinkPlan, bind_host_function
+from .._runtime import ffi
+from .._runtime.asyncbridge import AsyncBridge
+from .._runtime.backend import Backend
+from .._runtime.callstate import CallState, trap_cause
+from .._runtime.engine import get_engine
+from ..errors import LinkError, LoadError, UnresolvedImport
+
+__all__ = ["instantiate", "link_externs", "new_store"]
+
+_UNLIMITED_FUEL = 2**63 - 1
+
+
+def new_store(limits: Limits, state: CallState, backend: Backend, keepalive: list[Any]) -> (
+    wasmtime.Store
+):
+    """A store of its own for one Spirit: limits, fuel, the epoch callback of ``state``."""
+    store = wasmtime.Store(get_engine())
+    if limits.max_memory is not None:
+        # Table elements cost the host 8 bytes each outside linear memory: same budget.
+        store.set_limits(
+            memory_size=limits.max_memory,
+            table_elements=max(limits.max_memory // 8, 1),
+        )
+    store.set_fuel(_UNLIMITED_FUEL)
+    store.set_epoch_deadline(1)
+    epoch_cb = ffi.EPOCH_CALLBACK(state.on_epoch)
+    keepalive.append(epoch_cb)
+    ffi.set_epoch_callback(store, epoch_cb)
+    state.set_fuel = store.set_fuel
+    backend.ensure_ticker()
+    return store
+
+
+def link_externs(
+    plan: LinkPlan, store: wasmtime.Store, ctx: HostContext, state: CallState, backend: Backend,
+    bridge: AsyncBridge, *, trace: bool, keepalive: list[Any],
+) -> tuple[list[Any], wasmtime.Memory | None]:
+    """One extern per import of ``plan`` (host functions bound to ``ctx``), and the imported
+    memory if there is one. Raises one ``LinkError`` for every derived signature that does not
+    match."""
+    externs: list[Any] = []
+    imported_memory: wasmtime.Memory | None = None
+    problems: list[UnresolvedImport] = []
+    for entry in plan.imports:
+        if entry.memory_type is not None:
+            imported_memory = wasmtime.Memory(store, entry.memory_type)
+            externs.append(imported_memory)
+            continue
+        fn = bind_host_function(entry, ctx, bridge, trace=trace)
+        if isinstance(fn, UnresolvedImport):
+            problems.append(fn)
+            continue
+        externs.append(backend.host_func(
+            state, store, entry.name, entry.params, entry.results, fn, keepalive,
+        ))
+    if problems:
+        raise LinkError(plan.source, problems)
+    return externs, imported_memory
+
+
+def instantiate(
+    store: wasmtime.Store, module: wasmtime.Module, externs: list[Any], state: CallState,
+    source: str,
+) -> wasmtime.Instance:
+    """Instantiate; a start function runs with the budget of one call (fuel, timeout)."""
+    limits = state.limits
+    state.arm_store()
+    try:
+        return wasmtime.Instance(store, module, externs)
+    except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+        pending, state.pending = state.pending, None
+        if pending is not None:
+            raise LoadError(source, f"start function failed: {pending}") from pending
+        if state.interrupt == "timeout":
+            raise LoadError(
+                source, f"start function exceeded its timeout ({limits.timeout}s)"
+            ) from None
+        code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
+        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+            raise LoadError(source, f"start function exhausted its fuel ({limits.fuel})") from None
+        raise LoadError(source, f"instantiation failed: {trap_cause(str(exc))}") from None
+    finally:
+        state.deadline = None
+        state.interrupt = None
+        store.set_fuel(_UNLIMITED_FUEL)
