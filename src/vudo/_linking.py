@@ -19,8 +19,10 @@ from typing import Any, Literal, cast
 
 import wasmtime
 
-from ._config import MemoryOptions
-from ._host import HostContext, HostFunction, LoaRegistry, Marshal, marshal_for
+from ._config import Limits, MemoryOptions
+from ._host import HostContext, HostFunction, Inbox, LoaRegistry, Marshal, marshal_for
+from ._host.context import make_inbox
+from ._memory import WasmMemory
 from ._runtime.asyncbridge import AsyncBridge
 from .abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, ValType
 from .errors import LinkError, LoadError, UnresolvedImport
@@ -190,10 +192,25 @@ def _plan_func(
                                  results)
         loa, hf = found
     if hf.params is None or hf.results is None:
-        return PlannedImport(
-            mod, name, "func", declared, "ok", "signature from annotations", params, results,
-            loa=loa, host=hf, derive=True,
-        )
+        try:
+            derived = _derive(hf)
+        except TypeError as exc:
+            return PlannedImport(mod, name, "func", declared, "unresolved", str(exc), params,
+                                 results, loa=loa, offered=f"<{exc}>")
+        if isinstance(derived, str):  # the factory needs a real Spirit: checked at load
+            return PlannedImport(
+                mod, name, "func", declared, "ok", f"signature from annotations ({derived})",
+                params, results, loa=loa, host=hf, derive=True,
+            )
+        offered = signature_text(derived.params, derived.results)
+        if (derived.params, derived.results) != (params, results):
+            return PlannedImport(
+                mod, name, "func", declared, "unresolved",
+                f"declared {declared}, the host offers {offered}", params, results, loa=loa,
+                offered=offered,
+            )
+        return PlannedImport(mod, name, "func", declared, "ok", "host function (annotated)",
+                             params, results, loa=loa, offered=offered, host=hf, derive=True)
     offered = signature_text(hf.params, hf.results)
     where = f"host function ({loa})" if loa else "host function"
     if (hf.params, hf.results) == (params, results):
@@ -209,6 +226,72 @@ def _plan_func(
         mod, name, "func", declared, "unresolved", f"declared {declared}, the host offers "
         f"{offered}", params, results, loa=loa, offered=offered,
     )
+
+
+def _derive(hf: HostFunction) -> Marshal | str:
+    """The signature of an annotated host function, read from the callable its factory returns
+    for a stand-in context; a reason string when the factory cannot run without a Spirit."""
+    try:
+        fn = hf.factory(_probe_context())
+    except Exception as exc:
+        return f"checked at load: {type(exc).__name__}"
+    return marshal_for(fn, hf.name)  # TypeError: annotations that map to no wasm type
+
+
+def _probe_context() -> HostContext:
+    from ._effects import DefaultEffectHandler
+    from ._providers import (
+        DefaultDebugHandler,
+        MessageBus,
+        StdLogger,
+        SystemRandomProvider,
+        SystemTimeProvider,
+    )
+    bus = MessageBus()
+    bus.register(_PROBE)
+    probe = _ProbeContext()
+    probe.memory = WasmMemory(name=_PROBE)
+    probe.logger = StdLogger(_PROBE)
+    probe.time = SystemTimeProvider()
+    probe.random = SystemRandomProvider()
+    probe.effects = DefaultEffectHandler()
+    probe.debugger = DefaultDebugHandler()
+    probe.inbox = make_inbox(bus, _PROBE)
+    return probe
+
+
+_PROBE = "<link>"
+
+
+class _ProbeContext:
+    """A stand-in context for reading a factory's signature at link time: inert providers,
+    a memory on which every access is out of bounds, an inbox nobody else sees."""
+
+    name = _PROBE
+    limits = Limits()
+    permissions = None
+    debug = False
+    current_function = _PROBE
+    call_stack: list[str] = []  # noqa: RUF012 - read-only by protocol
+    terminated = False
+    termination_cause = None
+    memory: WasmMemory
+    logger: Any
+    time: Any
+    random: Any
+    effects: Any
+    debugger: Any
+    inbox: Inbox
+
+    def sleep(self, ms: int) -> None:
+        """Never sleeps."""
+
+    def deliver(self, from_: str, payload: bytes, /) -> bool:
+        """Nothing is delivered."""
+        return False
+
+    def terminate(self, cause: str, /) -> None:
+        """Nothing to terminate."""
 
 
 def _loa_functions(registry: LoaRegistry) -> dict[tuple[str, str], tuple[str, HostFunction]]:

@@ -41,9 +41,9 @@ from ._host import (
     RandomProvider,
     TimeProvider,
 )
+from ._host.context import make_inbox
 from ._memory import PAGE_SIZE, WasmMemory
 from ._providers import LoggerBase, MessageBus
-from ._spirit.context import make_inbox
 from .abi import LogLevel, ResultCode
 
 __all__ = [

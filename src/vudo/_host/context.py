@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 from .._config import Limits, Permissions
 from .._memory import WasmMemory
 from ..abi import LogLevel
-from .broker import Message
+from .broker import Message, MessageBroker
 
 __all__ = [
     "DebugHandler",
@@ -27,6 +28,7 @@ __all__ = [
     "Logger",
     "RandomProvider",
     "TimeProvider",
+    "make_inbox",
 ]
 
 
@@ -162,6 +164,20 @@ class Inbox:
     peers: Callable[[], int]
     requeue: Callable[[Message], None] | None = None
     outstanding: set[int] = field(default_factory=set)
+
+
+def make_inbox(broker: MessageBroker, name: str) -> Inbox:
+    """The :class:`~vudo.Inbox` of ``name`` on ``broker``, every operation bound once."""
+    return Inbox(
+        name=name,
+        post=partial(broker.post, name),
+        recv=partial(broker.recv, name),
+        peek=partial(broker.peek, name),
+        pending=partial(broker.pending, name),
+        broadcast=partial(broker.broadcast, name),
+        peers=lambda: len(broker.spirits()),
+        requeue=broker.requeue if getattr(broker, "supports_requeue", False) else None,
+    )
 
 
 # ------------------------------------------------------------------------------ context

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 from .._config import Limits, Permissions
@@ -12,32 +11,16 @@ from .._host import (
     EffectHandler,
     Inbox,
     Logger,
-    MessageBroker,
     RandomProvider,
     TimeProvider,
 )
 from .._memory import WasmMemory
 from .._runtime.callstate import CallState
-from ..abi import ResultCode
 
 if TYPE_CHECKING:
     from .spirit import Spirit
 
-__all__ = ["SpiritContext", "make_inbox"]
-
-
-def make_inbox(broker: MessageBroker, name: str) -> Inbox:
-    """The :class:`~vudo.Inbox` of ``name`` on ``broker``, every operation bound once."""
-    return Inbox(
-        name=name,
-        post=partial(broker.post, name),
-        recv=partial(broker.recv, name),
-        peek=partial(broker.peek, name),
-        pending=partial(broker.pending, name),
-        broadcast=partial(broker.broadcast, name),
-        peers=lambda: len(broker.spirits()),
-        requeue=broker.requeue if getattr(broker, "supports_requeue", False) else None,
-    )
+__all__ = ["SpiritContext"]
 
 
 class SpiritContext:
@@ -131,5 +114,3 @@ class SpiritContext:
     def __repr__(self) -> str:
         return f"<SpiritContext {self.name!r}>"
 
-
-_OK = ResultCode.OK

@@ -13,6 +13,7 @@ import wasmtime
 from .._config import Limits, Permissions, SpiritConfig
 from .._effects import StandardEffectHandler
 from .._host import LoaRegistry, MessageBroker
+from .._host.context import make_inbox
 from .._linking import ImportSpec, LinkPlan, plan_imports, valtype
 from .._memory import WasmMemory
 from .._providers import (
@@ -28,7 +29,7 @@ from .._runtime.backend import get_backend
 from .._runtime.callstate import CallState
 from ..abi import ResultCode, ValType
 from ..errors import UnknownExportError, VudoError
-from .context import SpiritContext, make_inbox
+from .context import SpiritContext
 from .instance import instantiate, link_externs, new_store
 from .proxy import SpiritProxy, protocol_methods
 

@@ -1,8 +1,8 @@
 """``vudo inspect``: what a Spirit imports and exports, and whether this host can link it.
 
-Nothing is instantiated: the module is compiled (through the compile cache) and its import and
-export types are checked against :data:`vudo.abi.HOST_FUNCTIONS` with the same rules as the
-linker in :mod:`vudo.spirit`. Data segments and internal memories are read from the binary.
+Nothing is instantiated: the module is compiled (through the compile cache) and its imports are
+resolved into the same link plan loading uses (:func:`vudo._linking.plan_imports`), so the report
+and loading cannot disagree. Data segments and internal memories are read from the binary.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._host import LoaRegistry
+from .._linking import PlannedImport, plan_imports
 from .._memory import PAGE_SIZE
-from ..abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, HostFunctionSpec
+from ..abi import HOST_FUNCTIONS_BY_NAME
 from ._args import format_signature, func_signature
 from ._options import Settings, common_options
 from ._output import dump_json, json_errors, print_rich
 from ._sources import read_module, resolve_source
 
-__all__ = ["check_import", "inspect_command", "inspect_module", "wasm_layout"]
+__all__ = ["inspect_command", "inspect_module", "plan_entry", "wasm_layout"]
 
 # Host functions that read or write the Spirit's memory (they need one to work).
 _MEMORY_USERS = {"vudo_alloc", "vudo_realloc", "vudo_recv"}
@@ -155,65 +157,31 @@ def _type_text(ty: Any) -> str:
     return _kind(ty)
 
 
-def _offered(spec: HostFunctionSpec) -> str:
-    return format_signature(spec.param_types, spec.results)
+def plan_entry(planned: PlannedImport, ty: Any) -> dict[str, Any]:
+    """One import of the link plan as a JSON-ready dict.
 
-
-def check_import(module: str, name: str, ty: Any) -> dict[str, Any]:
-    """How the host satisfies one import (or why it cannot), as a JSON-ready dict.
-
-    Keys: ``module``, ``name``, ``kind``, ``type``, ``host_function`` (a vudo host function
-    under a vudo namespace), ``loa`` (its group), ``status`` (``ok``, ``variant`` or
-    ``unresolved``) and ``detail``.
+    Keys: ``module``, ``name``, ``kind``, ``type``, ``host_function`` (served by a Loa
+    function), ``loa`` (its group, or the Loa's name), ``status`` (``ok``, ``variant`` or
+    ``unresolved``), ``detail``, and for functions ``params``, ``results`` and ``offered``.
+    The decisions are the loader's own (:func:`vudo._linking.plan_imports`).
     """
     entry: dict[str, Any] = {
-        "module": module, "name": name, "kind": _kind(ty), "type": _type_text(ty),
-        "host_function": False, "loa": None, "status": "unresolved", "detail": "",
+        "module": planned.module, "name": planned.name, "kind": planned.kind,
+        "type": _type_text(ty), "host_function": planned.host is not None,
+        "loa": planned.loa, "status": planned.status, "detail": planned.detail,
     }
-    in_namespace = module in NAMESPACES
-    if isinstance(ty, wasmtime.MemoryType):
-        if in_namespace and name == "memory":
-            entry["status"] = "ok"
-            entry["detail"] = "memory created by the host"
-        else:
-            entry["detail"] = (
-                f"the host provides a memory only as \"memory\" from "
-                f"{', '.join(NAMESPACES)}"
-            )
-        return entry
-    if not isinstance(ty, wasmtime.FuncType):
-        entry["detail"] = f"the host provides no {entry['kind']} imports"
-        return entry
-    params, results = func_signature(ty)
-    entry["params"], entry["results"] = list(params), list(results)
-    spec = HOST_FUNCTIONS_BY_NAME.get(name)
-    if spec is None or not in_namespace:
-        if spec is not None:
-            entry["detail"] = (
-                f"{name} is a host function, but only under {', '.join(NAMESPACES)}, "
-                f"not {module!r}"
-            )
-        else:
-            entry["detail"] = f"the host provides no function {module}.{name}"
-        return entry
-    entry["host_function"] = True
-    entry["loa"] = spec.loa
-    entry["offered"] = _offered(spec)
-    if (params, results) == (spec.param_types, spec.results):
-        entry["status"] = "ok"
-        entry["detail"] = f"host function ({spec.loa})"
-    elif params == spec.param_types and not spec.results and results == ("i32",):
-        entry["status"] = "variant"
-        entry["detail"] = f"host function ({spec.loa}); extra i32 result, host returns 0"
-    else:
-        entry["detail"] = f"declared {entry['type']}, the host offers {spec.signature}"
+    if planned.kind == "func":
+        entry["params"], entry["results"] = list(planned.params), list(planned.results)
+        if planned.offered is not None:
+            entry["offered"] = planned.offered
     return entry
 
 
-def inspect_module(path: Path) -> dict[str, Any]:
+def inspect_module(path: Path, loas: LoaRegistry | None = None) -> dict[str, Any]:
     """The full report on a module, as a JSON-ready dict (never instantiates it)."""
     wasm, module = read_module(path)
-    imports = [check_import(i.module, i.name or "", i.type) for i in module.imports]
+    plan = plan_imports(module, loas if loas is not None else LoaRegistry(), source=str(path))
+    imports = [plan_entry(p, i.type) for p, i in zip(plan.imports, module.imports, strict=True)]
     exports: list[dict[str, Any]] = []
     memories: list[dict[str, Any]] = []
     for e in module.exports:
@@ -236,7 +204,7 @@ def inspect_module(path: Path) -> dict[str, Any]:
         memories.append({"origin": "internal", "name": None, **_limits(minimum, maximum)})
 
     unresolved = [i for i in imports if i["status"] == "unresolved"]
-    loas = sorted({i["loa"] for i in imports if i["loa"]})
+    needed = sorted({i["loa"] for i in imports if i["loa"]})
     warnings: list[str] = []
     visible = [m for m in memories if m["origin"] != "internal"]
     users = [i["name"] for i in imports if i["host_function"] and _uses_memory(i["name"])]
@@ -251,7 +219,7 @@ def inspect_module(path: Path) -> dict[str, Any]:
         "sha256": hashlib.sha256(wasm).hexdigest(),
         "links": not unresolved,
         "unresolved": len(unresolved),
-        "loas": loas,
+        "loas": needed,
         "imports": imports,
         "exports": exports,
         "memories": memories,
@@ -261,7 +229,9 @@ def inspect_module(path: Path) -> dict[str, Any]:
 
 
 def _uses_memory(name: str) -> bool:
-    spec = HOST_FUNCTIONS_BY_NAME[name]
+    spec = HOST_FUNCTIONS_BY_NAME.get(name)
+    if spec is None:
+        return False
     return name in _MEMORY_USERS or any(p.endswith("ptr") for p, _ in spec.params)
 
 
