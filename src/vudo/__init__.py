@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import abi as abi  # documented submodules
+from . import errors as errors
+from . import providers as providers
 from ._compat import deprecated_names
 from ._config import Limits, MemoryOptions, Permissions, SpiritConfig
 from ._effects import StandardEffectHandler

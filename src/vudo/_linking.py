@@ -222,9 +222,11 @@ def _plan_func(
             f"{where}; extra i32 result, host returns 0", params, results, loa=loa,
             offered=offered, host=hf, extra_result=True,
         )
+    spec = HOST_FUNCTIONS_BY_NAME.get(name)
+    named = spec.signature if spec is not None and hf is spec_fn(spec) else offered
     return PlannedImport(
         mod, name, "func", declared, "unresolved", f"declared {declared}, the host offers "
-        f"{offered}", params, results, loa=loa, offered=offered,
+        f"{named}", params, results, loa=loa, offered=offered,
     )
 
 
@@ -292,6 +294,13 @@ class _ProbeContext:
 
     def terminate(self, cause: str, /) -> None:
         """Nothing to terminate."""
+
+
+def spec_fn(spec: object) -> HostFunction | None:
+    """The core Loa's implementation of an ABI table entry."""
+    from ._host.loas import CORE_LOA
+
+    return CORE_LOA.functions.get(getattr(spec, "name", ""))
 
 
 def _loa_functions(registry: LoaRegistry) -> dict[tuple[str, str], tuple[str, HostFunction]]:

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .._effects import encode_result
 from .._host import EffectTarget
 from ..abi import ResultCode
 from ..errors import SeanceError
 
-if TYPE_CHECKING:
-    from .seance import Seance
+
+class _Session(Protocol):
+    """What SPAWN needs of its session (kept out of a circular import)."""
+
+    max_spirits: int | None
+
+    @property
+    def size(self) -> int: ...
+
+    def module_for(self, ref: str) -> Any: ...
+
+    def summon(self, name: str, source: Any) -> Any: ...
 
 __all__ = ["SeanceFull", "spawn_effect"]
 
@@ -24,7 +34,7 @@ class SeanceFull(SeanceError):
     """The session holds ``max_spirits`` Spirits (those still loading included)."""
 
 
-def spawn_effect(seance: Seance, spirit: EffectTarget, payload: bytes) -> int:
+def spawn_effect(seance: _Session, spirit: EffectTarget, payload: bytes) -> int:
     """SPAWN payload: ``[name_len u32][name][module ref]`` (UTF-8). The result arrives in the
     spawner's inbox as ``effect:SPAWN`` with the new Spirit's name."""
     if len(payload) < 4:

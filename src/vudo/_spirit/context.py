@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .._config import Limits, Permissions
 from .._host import (
@@ -17,8 +17,16 @@ from .._host import (
 from .._memory import WasmMemory
 from .._runtime.callstate import CallState
 
-if TYPE_CHECKING:
-    from .spirit import Spirit
+
+class _Owner(Protocol):
+    """What the context needs of its Spirit (kept out of a circular import)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def deliver(self, from_: str, payload: bytes, channel: int = 0) -> bool: ...
+
+    def terminate(self, cause: str) -> None: ...
 
 __all__ = ["SpiritContext"]
 
@@ -31,6 +39,7 @@ class SpiritContext:
     """
 
     __slots__ = (
+        "_owner",
         "_state",
         "_wait_sleep",
         "debug",
@@ -49,7 +58,7 @@ class SpiritContext:
 
     def __init__(
         self,
-        spirit: Spirit,
+        spirit: _Owner,
         *,
         state: CallState,
         memory: WasmMemory,
@@ -64,7 +73,9 @@ class SpiritContext:
         inbox: Inbox,
         provider_sleep: Callable[[int], None] | None,
     ) -> None:
-        self.spirit = spirit
+        #: The Spirit itself, for custom Loas that need it (e.g. to call an export back).
+        self.spirit: Any = spirit
+        self._owner = spirit
         self.name = spirit.name
         self._state = state
         self.memory = memory
@@ -105,11 +116,11 @@ class SpiritContext:
 
     def deliver(self, from_: str, payload: bytes, /) -> bool:
         """Queue a message for this Spirit; ``False`` if its inbox is full or closed."""
-        return self.spirit.deliver(from_, payload)
+        return self._owner.deliver(from_, payload)
 
     def terminate(self, cause: str, /) -> None:
         """Terminate the Spirit."""
-        self.spirit.terminate(cause)
+        self._owner.terminate(cause)
 
     def __repr__(self) -> str:
         return f"<SpiritContext {self.name!r}>"

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..errors import UnknownExportError
 
-if TYPE_CHECKING:
-    from .spirit import Spirit
+
+class _Exports(Protocol):
+    """What a proxy needs of its Spirit."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def functions(self) -> list[str]: ...
+
+    def _exports_table(self) -> dict[str, Callable[..., Any]]: ...
 
 __all__ = ["SpiritProxy", "protocol_methods"]
 
@@ -30,7 +40,7 @@ class SpiritProxy:
     more than the call itself.
     """
 
-    def __init__(self, spirit: Spirit, prefix: str) -> None:
+    def __init__(self, spirit: _Exports, prefix: str) -> None:
         self._spirit = spirit
         self._prefix = prefix
 
