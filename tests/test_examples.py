@@ -13,7 +13,7 @@ import pytest
 
 import vudo
 from vudo.abi import LogLevel
-from vudo.cli._common import examples_dir, resolve_source
+from vudo.cli._sources import examples_dir, resolve_source
 from vudo.cli.inspection import inspect_module
 from vudo.cli.manifest import load_manifest
 from vudo.testing import MockLogger

@@ -97,6 +97,10 @@ class Permissions:
     #: Channels ``vudo_subscribe`` may join, as names or patterns (``"sensor.*"``, ``"*"``);
     #: ``None`` means any channel the host registered.
     channels: frozenset[str] | None = None
+    #: WASI Spirits: environment variables ``(name, value)`` the Spirit sees (``--env K=V``).
+    wasi_env: tuple[tuple[str, str], ...] = ()
+    #: WASI Spirits: pre-opened directories ``(host dir, guest path)`` (``--dir HOST[::GUEST]``).
+    wasi_dirs: tuple[tuple[str, str], ...] = ()
     _http_rules: tuple[tuple[str, int | None], ...] = field(
         init=False, repr=False, compare=False, default=()
     )
@@ -112,6 +116,8 @@ class Permissions:
         set_(self, "_http_rules", tuple(_parse_host_rule(h) for h in sorted(hosts)))
         if self.channels is not None:
             set_(self, "channels", frozenset(self.channels))
+        set_(self, "wasi_env", tuple((str(k), str(v)) for k, v in self.wasi_env))
+        set_(self, "wasi_dirs", tuple((str(h), str(g)) for h, g in self.wasi_dirs))
         for name in ("fs_max_read", "http_max_response", "db_max_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Permissions.{name} must be >= 0")

@@ -10,7 +10,9 @@ on separate cores.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from .._host import (
 )
 from .._providers import MessageBus, Providers
 from .._spirit import Source, Spirit, SpiritOptions, load_spirit, split_options
+from .._trace import TraceRecorder, TracingBroker
 from ..abi import EffectId, ResultCode
 from ..errors import NameTaken, SeanceError
 from .spawn import SeanceFull, spawn_effect
@@ -49,6 +52,8 @@ class SeanceOptions(TypedDict, total=False):
     :class:`~vudo.MessageBus` of ``inbox_capacity`` by default), ``loas`` the Loas every Spirit
     links against, ``max_spirits`` a cap on the session's size, ``channels`` host channels to
     declare, and ``debug`` turns on the session's debug logging (``vudo.seance``, ``vudo.bus``).
+    ``trace`` (a file, or a :class:`vudo._trace.TraceRecorder`) records calls, host calls and
+    messages as Chrome trace events, written when the session is dismissed.
     """
 
     config: SpiritConfig
@@ -66,6 +71,7 @@ class SeanceOptions(TypedDict, total=False):
     max_spirits: int | None
     channels: tuple[str, ...] | list[str]
     debug: bool
+    trace: str | os.PathLike[str] | TraceRecorder
 
 
 @dataclass(slots=True)
@@ -95,12 +101,20 @@ class Seance:
         self.messages: MessageBroker = broker if broker is not None else MessageBus(
             capacity=options.get("inbox_capacity", DEFAULT_INBOX_CAPACITY), debug=self.debug
         )
+        trace = options.get("trace")
+        #: Records calls, host calls and messages as Chrome trace events (``trace=``), or None.
+        self.tracer: TraceRecorder | None = (
+            trace if isinstance(trace, TraceRecorder) or trace is None else TraceRecorder(trace)
+        )
+        if self.tracer is not None:
+            self.messages = TracingBroker(self.messages, self.tracer)
+            self.tracer.capture_host_calls()
         loas = options.get("loas")
         #: The Loas every Spirit of the session links against.
         self.loas = loas if loas is not None else LoaRegistry()
         spirit_options = cast(SpiritOptions, {
             k: v for k, v in options.items()
-            if k in SpiritOptions.__annotations__ and k != "loas"
+            if k in SpiritOptions.__annotations__ and k not in ("loas", "trace")
         })
         config, providers = split_options(spirit_options)
         providers = providers if providers is not None else Providers()
@@ -111,6 +125,8 @@ class Seance:
         )
         #: Defaults of every Spirit summoned.
         self.config: SpiritConfig = config if config is not None else SpiritConfig()
+        if self.tracer is not None:  # host calls reach the recorder through vudo.trace
+            self.config = dataclasses.replace(self.config, trace=True)
         #: Default providers of every Spirit summoned (the session's effect handler included).
         self.providers: Providers = Providers(
             providers.logger, providers.time, providers.random, self.effect_handler,
@@ -200,7 +216,11 @@ class Seance:
         start = time.perf_counter()
         failed = True
         try:
-            result = fn(*args)
+            if self.tracer is None:
+                result = fn(*args)
+            else:
+                with self.tracer.call(name, function):
+                    result = fn(*args)
             failed = False
         finally:
             elapsed = time.perf_counter() - start
@@ -272,6 +292,8 @@ class Seance:
             self.messages.close()
         if self._owns_effects and isinstance(self.effect_handler, StandardEffectHandler):
             self.effect_handler.close()
+        if self.tracer is not None:
+            self.tracer.close()
         if self.debug:
             _log.debug("dismissed %d Spirit(s)", len(spirits))
 

@@ -1,9 +1,9 @@
 """The ``vudo`` command: run, inspect and generate stubs for Spirits, and run sessions.
 
-``vudo run SPIRIT [FUNCTION] [ARGS...]``, ``vudo inspect SPIRIT``, ``vudo stubs SPIRIT`` and
-``vudo seance MANIFEST.toml``; ``python -m vudo`` is the same command. Errors are one line on
-stderr (``-v`` adds details, ``--traceback`` the Python traceback) and the exit code says what
-happened: 0 success, 1 the Spirit failed, 2 usage error.
+``vudo run SPIRIT [FUNCTION] [ARGS...]``, ``vudo inspect SPIRIT``, ``vudo stubs SPIRIT``,
+``vudo seance MANIFEST.toml`` and ``vudo trace FILE --html OUT``; ``python -m vudo`` is the same
+command. Errors are one line on stderr (``-v`` adds details, ``--traceback`` the Python
+traceback) and the exit code says what happened: 0 success, 1 the Spirit failed, 2 usage error.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from typing import Any
 import click
 
 from .. import __version__
-from ._common import EXIT_USAGE, Settings, common_options, report_error
+from ._errors import EXIT_USAGE, report_error
+from ._options import Settings, common_options
 from .inspection import inspect_command
 from .run import run_command
 from .session import seance_command
 from .stubs import stubs_command
+from .trace import trace_command
 
 __all__ = ["VudoGroup", "cli", "main"]
 
@@ -96,6 +98,7 @@ def cli() -> None:
       vudo inspect spirit.wasm                imports, exports, will it link?
       vudo stubs spirit.wasm -o api.py        a typed Protocol for mypy
       vudo seance example:pingpong            run a session from a TOML manifest
+      vudo trace session.json --html out.html a sequence diagram of a --trace file
 
     Exit codes: 0 success; 1 the Spirit failed (trap, panic, limit, link error);
     2 usage error. Errors are one line; -v adds details, --traceback the traceback.
@@ -106,6 +109,7 @@ cli.add_command(run_command)
 cli.add_command(inspect_command)
 cli.add_command(stubs_command)
 cli.add_command(seance_command)
+cli.add_command(trace_command)
 
 
 def main(args: Sequence[str] | None = None) -> None:

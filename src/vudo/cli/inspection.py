@@ -22,16 +22,10 @@ from .._host import LoaRegistry
 from .._linking import PlannedImport, plan_imports
 from .._memory import PAGE_SIZE
 from ..abi import HOST_FUNCTIONS_BY_NAME
-from ._common import (
-    Settings,
-    common_options,
-    dump_json,
-    format_signature,
-    func_signature,
-    print_rich,
-    read_module,
-    resolve_source,
-)
+from ._args import format_signature, func_signature
+from ._options import Settings, common_options
+from ._output import dump_json, json_errors, print_rich
+from ._sources import read_module, resolve_source
 
 __all__ = ["inspect_command", "inspect_module", "plan_entry", "wasm_layout"]
 
@@ -328,9 +322,11 @@ def inspect_command(ctx: click.Context, spirit: str, as_json: bool) -> None:
     Exit codes: 0 the Spirit links; 1 some import cannot be satisfied; 2 usage error.
     """
     ctx.ensure_object(Settings)
-    report = inspect_module(resolve_source(spirit))
+    with json_errors(as_json, "inspect"):
+        report = inspect_module(resolve_source(spirit))
     if as_json:
-        click.echo(dump_json(report))
+        click.echo(dump_json({"command": "inspect", "ok": report["links"], **report,
+                              "error": None}))
     else:
         print_rich(lambda console: _render(report, console))
     if not report["links"]:

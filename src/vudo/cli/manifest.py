@@ -7,17 +7,25 @@ of ``vudo seance`` and in ``examples/README.md``.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._config import Limits
-from ._common import UsageFailure, format_value, parse_size, resolve_source
+from ._args import parse_size
+from ._errors import UsageFailure
+from ._grants import Grants, parse_dir
+from ._output import format_value
+from ._sources import resolve_source
 
-__all__ = ["Call", "Manifest", "SpiritSpec", "Step", "load_manifest"]
+__all__ = ["Call", "Manifest", "Ref", "SpiritSpec", "Step", "load_manifest"]
 
 _LIMIT_KEYS = ("timeout", "fuel", "max_memory", "max_inbox")
+_PERMISSION_KEYS = ("fs", "fs_write", "hosts", "db", "db_write", "dirs")
+#: ``"$name"`` (or ``"$name[i]"`` for one of several results) names an earlier step's result.
+_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
 
 
 # ------------------------------------------------------------------------------------------
@@ -31,6 +39,19 @@ class SpiritSpec:
     source: Path
     debug: bool = False
     limits: Limits | None = None
+    #: The Spirit's own ``permissions``, ``env`` and ``loas`` (layered over the session's).
+    grants: Grants = field(default_factory=Grants)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference to the result of an earlier step (``"$p"``, ``"$pair[1]"``)."""
+
+    name: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return f"${self.name}" + ("" if self.index is None else f"[{self.index}]")
 
 
 @dataclass(slots=True)
@@ -63,6 +84,8 @@ class Step:
     rounds: list[Call] = field(default_factory=list)
     until: str | Call = "idle"
     max_rounds: int = 1000
+    #: Name under which the result is kept for later steps (``as = "p"``).
+    result_name: str | None = None
 
     @property
     def title(self) -> str:
@@ -87,6 +110,8 @@ class Manifest:
     channels: list[str] = field(default_factory=list)
     debug: bool = False
     limits: Limits | None = None
+    #: The ``[session]``'s ``permissions``, ``env`` and ``loas`` (defaults for every Spirit).
+    grants: Grants = field(default_factory=Grants)
 
 
 class _Where:
@@ -163,6 +188,70 @@ def _limits(w: _Where, value: Any) -> dict[str, Any]:
     return options
 
 
+def _grants(w: _Where, table: dict[str, Any], base: Path) -> Grants:
+    """The ``permissions``, ``env`` and ``loas`` keys of a ``[session]`` or Spirit table.
+
+    Paths are relative to the manifest's folder; so is the folder Loa modules import from.
+    """
+    raw = w.table(table.get("permissions", {}), "'permissions'")
+    w.keys(raw, _PERMISSION_KEYS)
+
+    def path(key: str, *, folder: bool) -> Path | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise w.fail(f"permissions.{key} must be a path")
+        p = Path(value) if Path(value).is_absolute() else base / value
+        if folder and not p.is_dir():
+            raise w.fail(f"permissions.{key}: {p} is not a directory")
+        return p
+
+    def flag(key: str) -> bool | None:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise w.fail(f"permissions.{key} must be true or false")
+        return value
+
+    def strings(value: Any, what: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise w.fail(f"{what} must be an array of strings")
+        return tuple(value)
+
+    env = w.table(table.get("env", {}), "'env'")
+    if not all(isinstance(v, str) for v in env.values()):
+        raise w.fail("'env' values must be strings")
+    try:
+        dirs = None if "dirs" not in raw else tuple(
+            parse_dir(d, base) for d in strings(raw["dirs"], "permissions.dirs")
+        )
+    except UsageFailure as exc:
+        raise w.fail(exc.message.replace("--dir", "permissions.dirs:", 1)) from None
+    return Grants(
+        fs_root=path("fs", folder=True), fs_write=flag("fs_write"),
+        hosts=None if "hosts" not in raw else strings(raw["hosts"], "permissions.hosts"),
+        database=path("db", folder=False), db_write=flag("db_write"), env=dict(env), dirs=dirs,
+        loas=tuple((ref, base) for ref in strings(table.get("loas", []), "'loas'")),
+    )
+
+
+def _value(w: _Where, value: Any, names: set[str], what: str) -> Any:
+    """A literal, or a :class:`Ref` to the result of an earlier step named in ``names``."""
+    if isinstance(value, list):
+        return [_value(w, v, names, what) for v in value]
+    if isinstance(value, str) and value.startswith("$"):
+        m = _REF.match(value)
+        if m is None:
+            raise w.fail(f"{what}: {value!r} is not a reference (write \"$name\" or "
+                         "\"$name[0]\")")
+        if m.group(1) not in names:
+            known = ", ".join(sorted(names)) or "none yet"
+            raise w.fail(f"{what}: {value!r} names no earlier step's result "
+                         f"(give that step as = \"{m.group(1)}\"; named so far: {known})")
+        return Ref(m.group(1), None if m.group(2) is None else int(m.group(2)))
+    return value
+
+
 def _target(w: _Where, text: Any, spirit: Any = None) -> tuple[str, str]:
     if not isinstance(text, str) or not text:
         raise w.fail("a function must be given as a non-empty string")
@@ -189,7 +278,7 @@ def _payload(w: _Where, value: Any) -> bytes:
 _STEP_KINDS = ("invoke", "send", "publish", "rounds")
 
 
-def _step(w: _Where, number: int, raw: Any) -> Step:
+def _step(w: _Where, number: int, raw: Any, names: set[str]) -> Step:
     table = w.table(raw, "a step")
     kinds = [k for k in _STEP_KINDS if k in table]
     if len(kinds) != 1:
@@ -198,16 +287,20 @@ def _step(w: _Where, number: int, raw: Any) -> Step:
     kind = kinds[0]
     step = Step(number, kind)
     if kind == "invoke":
-        w.keys(table, ("invoke", "spirit", "args", "expect", "expect_error", "repeat"))
+        w.keys(table, ("invoke", "spirit", "args", "expect", "expect_error", "repeat", "as"))
         spirit, function = _target(w, table["invoke"], table.get("spirit"))
         args = table.get("args", [])
         if not isinstance(args, list):
             raise w.fail("'args' must be an array")
-        step.call = Call(spirit, function, list(args))
+        step.call = Call(spirit, function, _value(w, args, names, "'args'"))
         step.repeat = w.positive_int(table, "repeat", 1)
         if "expect" in table:
             step.has_expect = True
-            step.expect = table["expect"]
+            step.expect = _value(w, table["expect"], names, "'expect'")
+        if "as" in table:
+            step.result_name = w.string(table, "as")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", step.result_name):
+                raise w.fail(f"'as' must be a name (letters, digits, _), not {step.result_name!r}")
         error = table.get("expect_error", False)
         if not isinstance(error, bool | str):
             raise w.fail("'expect_error' must be true or a piece of the expected message")
@@ -257,12 +350,13 @@ def load_manifest(path: Path) -> Manifest:
     w.keys(data, ("session", "spirits", "steps"))
     session = w.at("[session]").table(data.get("session", {}), "[session]")
     ws = w.at("[session]")
-    ws.keys(session, ("name", "channels", "debug", "limits"))
+    ws.keys(session, ("name", "channels", "debug", "limits", "permissions", "env", "loas"))
     name = ws.string(session, "name", path.stem)
     channels = session.get("channels", [])
     if not isinstance(channels, list) or not all(isinstance(c, str) and c for c in channels):
         raise ws.fail("'channels' must be an array of channel names")
     manifest = Manifest(path, name, [], [], list(channels), ws.boolean(session, "debug"))
+    manifest.grants = _grants(ws, session, path.parent)
     session_limits = _limits(ws, session["limits"]) if "limits" in session else {}
     if session_limits:
         manifest.limits = Limits(**session_limits)
@@ -273,7 +367,7 @@ def load_manifest(path: Path) -> Manifest:
     for i, raw in enumerate(spirits, 1):
         wi = w.at(f"spirits[{i}]")
         table = wi.table(raw, "a [[spirits]] entry")
-        wi.keys(table, ("name", "source", "debug", "limits"))
+        wi.keys(table, ("name", "source", "debug", "limits", "permissions", "env", "loas"))
         source = wi.string(table, "source")
         try:
             file = resolve_source(source) if source.startswith("example:") else \
@@ -284,6 +378,7 @@ def load_manifest(path: Path) -> Manifest:
         if any(s.name == spirit_name for s in manifest.spirits):
             raise wi.fail(f"two Spirits are named {spirit_name!r}")
         spec = SpiritSpec(spirit_name, file, wi.boolean(table, "debug"))
+        spec.grants = _grants(wi, table, path.parent)
         if "limits" in table:  # the Spirit's own limits override the session's, key by key
             spec.limits = Limits(**{**session_limits, **_limits(wi, table["limits"])})
         manifest.spirits.append(spec)
@@ -292,9 +387,12 @@ def load_manifest(path: Path) -> Manifest:
     if not isinstance(steps, list):
         raise w.fail("'steps' must be an array of tables ([[steps]])")
     known = {s.name for s in manifest.spirits}
+    names: set[str] = set()
     for i, raw in enumerate(steps, 1):
         wi = w.at(f"steps[{i}]")
-        step = _step(wi, i, raw)
+        step = _step(wi, i, raw, names)
+        if step.result_name is not None:
+            names.add(step.result_name)
         calls = [step.call] if step.call else []
         calls += step.rounds + ([step.until] if isinstance(step.until, Call) else [])
         for call in calls:

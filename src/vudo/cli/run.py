@@ -7,7 +7,6 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import click
@@ -16,27 +15,12 @@ import wasmtime
 from .._config import Limits
 from .._spirit import load_spirit
 from ..errors import LoadError
-from ._common import (
-    CliLogger,
-    Output,
-    Settings,
-    UsageFailure,
-    cli_logging,
-    common_options,
-    convert_args,
-    dump_json,
-    error_message,
-    exit_code_for,
-    format_signature,
-    format_value,
-    func_signature,
-    jsonable,
-    read_module,
-    relabel,
-    resolve_source,
-    size_option,
-    stop_on_interrupt,
-)
+from ._args import convert_args, format_signature, func_signature, size_option
+from ._errors import UsageFailure, error_document, stop_on_interrupt
+from ._grants import Grants, grant_options
+from ._options import Settings, common_options
+from ._output import CliLogger, Output, cli_logging, dump_json, format_value, json_errors, jsonable
+from ._sources import DEFAULT_MAX_DOWNLOAD, SpiritSource, open_source, read_module, relabel
 
 __all__ = ["run_command"]
 
@@ -44,7 +28,9 @@ __all__ = ["run_command"]
 # hidden behind this prefix while click parses, and restored afterwards.
 _NEG_GUARD = "\x00"
 _NEGATIVE = re.compile(r"^-(\d|\.\d|inf|nan|infinity)", re.IGNORECASE)
-_TAKES_VALUE = {"-f", "--function", "-a", "--args", "--fuel", "--timeout", "--max-memory"}
+_TAKES_VALUE = {"-f", "--function", "-a", "--args", "--fuel", "--timeout", "--max-memory",
+                "--allow-fs", "--allow-host", "--db", "--env", "--dir", "--loa", "--sha256",
+                "--max-download"}
 _DEFAULT_FUNCTIONS = ("main", "_start")
 
 
@@ -133,6 +119,10 @@ def _json_args(text: str) -> list[Any]:
 @click.option("--max-memory", callback=size_option, metavar="SIZE",
               help="Cap the Spirit's memory: bytes, or 64KiB, 16M, 1G, 10pages.")
 @click.option("--trace", is_flag=True, help="Log every host function call to stderr.")
+@click.option("--sha256", metavar="HEX", help="Refuse the module unless its SHA-256 is HEX.")
+@click.option("--max-download", callback=size_option, metavar="SIZE",
+              help="Largest module read from stdin or a URL (default 64MiB).")
+@grant_options
 @common_options
 @click.pass_context
 def run_command(
@@ -148,15 +138,22 @@ def run_command(
     timeout: float | None,
     max_memory: int | None,
     trace: bool,
+    sha256: str | None,
+    max_download: int | None,
+    grants: Grants,
 ) -> None:
     """Load SPIRIT and call FUNCTION with ARGS; print the result.
 
-    SPIRIT is a .wasm module, a .wat text file (compiled on the fly), or example:NAME for an
-    example bundled with vudo (example:calculator, example:greeter, ...). FUNCTION defaults
+    SPIRIT is a .wasm module, a .wat text file (compiled on the fly), example:NAME for an
+    example bundled with vudo (example:calculator, example:greeter, ...), - for a module on
+    stdin, or an http(s):// URL (pin it with --sha256). FUNCTION defaults
     to main, else _start. ARGS are converted by the function's wasm signature: integers
     (42, -7, 0xff) for i32/i64, numbers (2.5, 1e3, inf) for f32/f64.
 
-    What the Spirit prints goes to stdout, its logs to stderr.
+    What the Spirit prints goes to stdout exactly as printed, then the result on a line of its
+    own; logs and errors go to stderr. The Spirit may do nothing outside its memory unless
+    granted: --allow-fs, --allow-host, --db (effects), --env and --dir (WASI), --loa (host
+    functions written in Python).
 
     \b
     Examples:
@@ -165,11 +162,47 @@ def run_command(
       vudo run counter.wasm -f add_numbers -a '[3, 4]'
       vudo run example:greeter --trace
       vudo run spin.wasm --fuel 1000000 --timeout 2
+      vudo run reader.wasm --allow-fs ./data --loa myloa:LOA
+      cat calc.wasm | vudo run - add 2 3
+      vudo run https://example.org/calc.wasm --sha256 9f86d0... add 2 3
 
     Exit codes: 0 success; 1 the Spirit failed (trap, panic, limit, link error);
     2 usage error (missing file, not a module, unknown function, bad arguments).
     """
     settings = ctx.ensure_object(Settings)
+    with json_errors(as_json, "run"):
+        source, module, name, values, prepared = _prepare(
+            spirit, function, args, function_option, args_json, sha256,
+            max_download or DEFAULT_MAX_DOWNLOAD, grants,
+        )
+    output = Output(capture=as_json)
+    level = logging.DEBUG if debug or settings.verbose else logging.INFO
+    limits = Limits(timeout=timeout, fuel=fuel, max_memory=max_memory)
+    with cli_logging(level, output):
+        started = time.perf_counter()
+        try:
+            result = _call(source, module, output, name, values, debug=debug,
+                           limits=limits, trace=trace, options=prepared)
+        except Exception as exc:
+            output.end_line_on_terminal()
+            if as_json:
+                click.echo(dump_json(_document(source, name, values, output, started, grants,
+                                               error=exc)))
+            raise
+    if as_json:
+        click.echo(dump_json(_document(source, name, values, output, started, grants,
+                                       result=result)))
+        return
+    if result is not None:  # the result on a line of its own; the Spirit's text stays as is
+        output.echo(format_value(result))
+
+
+def _prepare(
+    spirit: str, function: str | None, args: tuple[str, ...], function_option: str | None,
+    args_json: str | None, sha256: str | None, max_download: int, grants: Grants,
+) -> tuple[SpiritSource, wasmtime.Module, str, list[Any], dict[str, Any]]:
+    """Everything checked before the Spirit loads: the source, the function, its arguments and
+    the grants (a usage error for any of them runs nothing)."""
     function = _unguard(function) if function is not None else None
     raw_args: list[Any] = [_unguard(a) for a in args]
     if function_option is not None:
@@ -182,47 +215,33 @@ def run_command(
                 "give the arguments either after FUNCTION or with -a/--args, not both"
             )
         raw_args = _json_args(args_json)
-
-    path = resolve_source(spirit)
-    _wasm, module = read_module(path)
+    source = open_source(spirit, sha256=sha256, max_bytes=max_download)
+    _wasm, module = read_module(source)
     functions = _exported_functions(module)
-    name = _choose(spirit, functions, function)
+    name = _choose(source.label, functions, function)
     params, _results = functions[name]
     values = convert_args(name, params, raw_args)
-    limits = Limits(timeout=timeout, fuel=fuel, max_memory=max_memory)
-
-    output = Output(capture=as_json)
-    level = logging.DEBUG if debug or settings.verbose else logging.INFO
-    with cli_logging(level, output):
-        started = time.perf_counter()
-        try:
-            result = _call(path, spirit, module, output, name, values, debug=debug,
-                           limits=limits, trace=trace)
-        except Exception as exc:
-            output.ensure_newline()
-            if as_json:
-                click.echo(dump_json(_document(path, name, values, output, started, error=exc)))
-            raise
-    if as_json:
-        click.echo(dump_json(_document(path, name, values, output, started, result=result)))
-        return
-    output.ensure_newline()
-    if result is not None:
-        click.echo(format_value(result))
+    options: dict[str, Any] = {}
+    permissions = grants.permissions()
+    if permissions is not None:
+        options["permissions"] = permissions
+    registry = grants.registry()
+    if registry is not None:
+        options["loas"] = registry
+    return source, module, name, values, options
 
 
 def _call(
-    path: Path, label: str, module: wasmtime.Module, output: Output, function: str,
-    values: Sequence[Any],
-    *, debug: bool, limits: Limits, trace: bool,
+    source: SpiritSource, module: wasmtime.Module, output: Output, function: str,
+    values: Sequence[Any], *, debug: bool, limits: Limits, trace: bool, options: dict[str, Any],
 ) -> Any:
     try:
         spirit = load_spirit(
-            module, name=path.stem, logger=CliLogger(path.stem, output), debug=debug,
-            limits=limits, trace=trace,
+            module, name=source.name, logger=CliLogger(source.name, output), debug=debug,
+            limits=limits, trace=trace, **options,
         )
     except LoadError as exc:
-        raise relabel(exc, label) from exc.__cause__
+        raise relabel(exc, source.label) from exc.__cause__
     try:
         with stop_on_interrupt(spirit.interrupt):
             return spirit.call(function, *values)
@@ -231,24 +250,21 @@ def _call(
 
 
 def _document(
-    path: Path, function: str, values: Sequence[Any], output: Output, started: float,
-    *, result: Any = None, error: BaseException | None = None,
+    source: SpiritSource, function: str, values: Sequence[Any], output: Output, started: float,
+    grants: Grants, *, result: Any = None, error: BaseException | None = None,
 ) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "spirit": path.stem,
-        "source": str(path),
+    """The ``vudo run --json`` document (keys documented in docs/guide/cli.md)."""
+    return {
+        "command": "run",
+        "ok": error is None,
+        "spirit": source.name,
+        "source": source.label if source.path is None else str(source.path),
         "function": function,
         "args": jsonable(list(values)),
-        "ok": error is None,
         "result": jsonable(result),
         "output": output.text,
         "logs": output.logs,
+        "grants": grants.describe(),
         "seconds": round(time.perf_counter() - started, 6),
+        "error": None if error is None else error_document(error),
     }
-    if error is not None:
-        doc["error"] = {
-            "type": type(error).__name__,
-            "message": error_message(error),
-            "exit_code": exit_code_for(error),
-        }
-    return doc

@@ -9,152 +9,44 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import sys
 import threading
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from .._config import Limits
-from .._host import Message, MessageBroker, MessageCallback
-from .._providers import MessageBus
 from .._session import Seance
+from .._session.seance import SeanceOptions
 from ..abi import ResultCode
 from ..errors import LoadError
-from ._common import (
+from ._args import convert_args
+from ._broker import CountingBroker, make_broker
+from ._errors import SpiritFailure, UsageFailure, error_document, error_message, stop_on_interrupt
+from ._grants import Grants, grant_options
+from ._live import Bar, Watch
+from ._options import Settings, common_options
+from ._output import (
     CliLogger,
     Output,
-    Settings,
-    SpiritFailure,
-    UsageFailure,
     cli_logging,
-    common_options,
-    convert_args,
-    error_message,
+    dump_json,
     format_value,
+    json_errors,
+    jsonable,
     print_rich,
-    read_module,
-    relabel,
-    resolve_source,
-    stop_on_interrupt,
 )
-from .manifest import Call, Manifest, Step, load_manifest
+from ._sources import read_module, relabel, resolve_source
+from .manifest import Call, Manifest, Ref, Step, load_manifest
 
 __all__ = ["CountingBroker", "seance_command"]
 
-_SESSION_RE = re.compile(r"[^A-Za-z0-9_-]+")
 #: With a distributed broker, how long "idle" waits for messages still in flight.
 _SETTLE_SECONDS = 0.25
-
-
-# ------------------------------------------------------------------------------------------
-# Counting messages
-# ------------------------------------------------------------------------------------------
-class CountingBroker:
-    """A :class:`~vudo.broker.MessageBroker` that forwards to another and counts, per Spirit,
-    the messages it sent and received."""
-
-    def __init__(self, inner: MessageBroker) -> None:
-        self.inner = inner
-        self.sent: dict[str, int] = {}
-        self.received: dict[str, int] = {}
-
-    def register(self, name: str, *, capacity: int | None = None) -> None:
-        """Create the inbox of ``name``."""
-        self.inner.register(name, capacity=capacity)
-
-    def unregister(self, name: str) -> None:
-        """Drop the inbox of ``name``."""
-        self.inner.unregister(name)
-
-    def is_registered(self, name: str) -> bool:
-        """Whether ``name`` has an open inbox."""
-        return self.inner.is_registered(name)
-
-    def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
-        """Queue a message, counting it for the sender when it was accepted."""
-        code = self.inner.post(from_, to, payload, channel)
-        if code == ResultCode.OK:
-            self.sent[from_] = self.sent.get(from_, 0) + 1
-        return code
-
-    @property
-    def supports_requeue(self) -> bool:
-        """Whether the inner broker can put a message back."""
-        return self.inner.supports_requeue
-
-    def requeue(self, message: Message) -> None:
-        """Put a message back (the inner broker's requeue)."""
-        self.inner.requeue(message)
-        self.received[message.to] = self.received.get(message.to, 0) - 1
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """The inner broker's flush."""
-        return self.inner.flush(timeout)
-
-    def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
-        """Send to every Spirit, counting each delivery for the sender."""
-        n = self.inner.broadcast(from_, payload, channel)
-        self.sent[from_] = self.sent.get(from_, 0) + n
-        return n
-
-    def recv(self, name: str, channel: int = 0) -> Message | None:
-        """Take the oldest message, counting it for the receiver."""
-        message = self.inner.recv(name, channel)
-        if message is not None:
-            self.received[name] = self.received.get(name, 0) + 1
-        return message
-
-    def peek(self, name: str, channel: int = 0) -> Message | None:
-        """Look at the oldest message."""
-        return self.inner.peek(name, channel)
-
-    def pending(self, name: str, channel: int = 0) -> int:
-        """How many messages wait for ``name``."""
-        return self.inner.pending(name, channel)
-
-    def spirits(self) -> list[str]:
-        """Names of the registered inboxes."""
-        return self.inner.spirits()
-
-    def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
-        """Call ``callback`` after each delivery to ``name``."""
-        return self.inner.on_message(name, callback)
-
-    def clear(self) -> None:
-        """Drop every queued message."""
-        self.inner.clear()
-
-    def close(self) -> None:
-        """Release the inner broker."""
-        self.inner.close()
-
-
-def _make_broker(url: str | None, session: str) -> MessageBroker:
-    if url is None:
-        return MessageBus()
-    try:
-        from .. import nats
-    except ImportError as exc:
-        raise UsageFailure(
-            f"--broker needs NATS support, which is not available ({exc}); "
-            "install it with: pip install 'vudo[nats]'"
-        ) from None
-    name = _SESSION_RE.sub("-", session)[:64] or "default"
-    try:
-        return nats.NatsBroker(url, session=name)
-    except ImportError as exc:
-        hint = "" if "pip install" in str(exc) else ": install it with pip install 'vudo[nats]'"
-        raise UsageFailure(f"--broker needs nats-py ({exc}){hint}") from None
-    except ValueError as exc:
-        raise UsageFailure(f"--broker {url}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -176,7 +68,11 @@ class _Runner:
         self.output = output
         self.quiet = quiet
         self.settle = settle
-        self.bar = _Bar(False, 0)
+        self.bar: Bar = Bar(False, 0)
+        #: Results kept by ``as = "name"`` for later steps.
+        self.results: dict[str, Any] = {}
+        #: One record per step run, for ``--json``.
+        self.records: list[dict[str, Any]] = []
         self._arrived = threading.Event()
         if settle > 0:
             for name in seance.spirits():
@@ -203,13 +99,44 @@ class _Runner:
                         f"{call.function!r}; its functions: {', '.join(spirit.functions)}"
                     )
                 params, _ = spirit.signature(call.function)
+                if any(isinstance(a, Ref) for a in call.args):  # converted when it runs
+                    if len(call.args) != len(params):
+                        convert_args(call.function, params, call.args)  # the arity message
+                    continue
                 try:
                     call.args = convert_args(call.function, params, call.args)
                 except UsageFailure as exc:
                     raise UsageFailure(f"{where}: {exc.message}") from None
 
-    def invoke(self, call: Call) -> Any:
-        return self.seance.invoke(call.spirit, call.function, *call.args)
+    def resolve(self, step: Step, value: Any) -> Any:
+        """``value`` with every ``$name`` replaced by the result kept under that name."""
+        if isinstance(value, list):
+            return [self.resolve(step, v) for v in value]
+        if not isinstance(value, Ref):
+            return value
+        result = self.results[value.name]
+        if value.index is None:
+            return result
+        if not isinstance(result, tuple) or value.index >= len(result):
+            raise self.fail(step, f"{value}: the result {format_value(result)} has no value "
+                                  f"number {value.index}")
+        return result[value.index]
+
+    def invoke(self, call: Call, step: Step | None = None) -> Any:
+        args = call.args
+        if step is not None and any(isinstance(a, Ref) for a in args):
+            params, _ = self.seance.get_spirit(call.spirit).signature(call.function)
+            try:
+                args = convert_args(call.function, params, self.resolve(step, args))
+            except UsageFailure as exc:
+                raise self.fail(step, exc.message) from None
+        if isinstance(self.bar, Watch):
+            self.bar.sample(running=call.spirit)
+        return self.seance.invoke(call.spirit, call.function, *args)
+
+    def record(self, step: Step, ok: bool, message: str, result: Any = None) -> None:
+        self.records.append({"number": step.number, "kind": step.kind, "title": step.title,
+                             "ok": ok, "result": jsonable(result), "message": message})
 
     def run(self, step: Step) -> None:
         getattr(self, f"_{step.kind}")(step)
@@ -221,7 +148,9 @@ class _Runner:
             if step.repeat > 1:
                 self.bar.describe(f"{step.title} ({i + 1}/{step.repeat})")
             try:
-                result = self.invoke(step.call)
+                result = self.invoke(step.call, step)
+            except SpiritFailure:
+                raise
             except Exception as exc:
                 if not step.expect_error:
                     raise self.fail(step, error_message(exc)) from exc
@@ -230,17 +159,24 @@ class _Runner:
                     raise self.fail(step, f"failed with {message!r}, expected an error "
                                           f"containing {step.expect_error!r}") from exc
                 self.say(step, f"{step.title} failed as expected: {message}")
+                self.record(step, True, f"failed as expected: {message}")
                 continue
             if step.expect_error:
                 raise self.fail(step, f"returned {format_value(result)}, expected an error")
-            if step.has_expect and result != _expected(step.expect):
+            expected = _expected(self.resolve(step, step.expect))
+            if step.has_expect and result != expected:
                 raise self.fail(step, f"returned {format_value(result)}, "
-                                      f"expected {format_value(_expected(step.expect))}")
+                                      f"expected {format_value(expected)}")
         if step.expect_error:
             return
+        if step.result_name is not None:
+            self.results[step.result_name] = result
         times = f" (x{step.repeat})" if step.repeat > 1 else ""
         shown = "" if result is None else f" -> {format_value(result)}"
-        self.say(step, f"{step.title}{times}{shown}{' ok' if step.has_expect else ''}")
+        kept = f" (as ${step.result_name})" if step.result_name else ""
+        line = f"{step.title}{times}{shown}{kept}{' ok' if step.has_expect else ''}"
+        self.say(step, line)
+        self.record(step, True, line, result)
 
     def _send(self, step: Step) -> None:
         assert isinstance(step.channel, int)
@@ -248,11 +184,14 @@ class _Runner:
         if code != ResultCode.OK:
             raise self.fail(step, f"the message was refused: {ResultCode(code).name}")
         self.say(step, f"{step.title}: {len(step.payload)} bytes")
+        self.record(step, True, f"{step.title}: {len(step.payload)} bytes")
 
     def _publish(self, step: Step) -> None:
         assert isinstance(step.channel, str)
         n = self.seance.publish(step.channel, step.payload)
-        self.say(step, f"{step.title}: {len(step.payload)} bytes to {n} subscriber(s)")
+        line = f"{step.title}: {len(step.payload)} bytes to {n} subscriber(s)"
+        self.say(step, line)
+        self.record(step, True, line, n)
 
     def _nothing_pending(self) -> bool:
         return all(self.seance.pending(name) == 0 for name in self.seance.spirits())
@@ -263,9 +202,7 @@ class _Runner:
         self._arrived.clear()
         if not self._nothing_pending():
             return False
-        flush = getattr(self.broker.inner, "flush", None)
-        if callable(flush):
-            flush(self.settle * 20)
+        self.broker.flush(self.settle * 20)  # every broker declares flush (a no-op in-process)
         return not self._arrived.wait(self.settle) and self._nothing_pending()
 
     def _rounds(self, step: Step) -> None:
@@ -290,6 +227,7 @@ class _Runner:
                     raise self.fail(step, f"round {rounds}: {error_message(exc)}") from exc
         condition = "idle" if until == "idle" else f"{until} is true"
         self.say(step, f"{step.title}: {condition} after {rounds} round(s)")
+        self.record(step, True, f"{step.title}: {condition} after {rounds} round(s)", rounds)
 
 
 def _interrupt_all(seance: Seance) -> None:
@@ -299,39 +237,6 @@ def _interrupt_all(seance: Seance) -> None:
 
 def _expected(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
-
-
-class _Bar:
-    """A progress bar on stderr, shown only on a terminal and without ``--quiet``."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        console = Console(file=sys.stderr)
-        self.progress: Progress | None = None
-        if enabled and console.is_terminal:
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console, transient=True, auto_refresh=False,
-            )
-            self.task = self.progress.add_task("starting", total=total)
-
-    def describe(self, text: str) -> None:
-        """Show what runs now."""
-        if self.progress is not None:
-            self.progress.update(self.task, description=text, refresh=True)
-
-    def advance(self) -> None:
-        """One more step done."""
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, refresh=True)
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def _summary(manifest: Manifest, seance: Seance, broker: CountingBroker, seconds: float,
@@ -372,17 +277,22 @@ Manifest format (sources are relative to the manifest):
   channels = ["news"]          # host channels Spirits may vudo_subscribe to
   debug = false
   limits = { timeout = 5 }     # defaults for every Spirit (theirs override, key by key)
+  permissions = { fs = "data", hosts = ["api.example.org"], db = "app.db" }
+  env = { GREETING = "hi" }    # WASI; permissions.dirs = ["data::/data"] pre-opens folders
+  loas = ["myloa:LOA"]         # Python Loas (module:attribute, imported from here)
 \b
   [[spirits]]
   name = "ping"                # default: the source's file name
   source = "ping.wat"          # .wasm, .wat, or example:NAME
   debug = false
   limits = { timeout = 5, fuel = 1_000_000, max_memory = "16MiB", max_inbox = 100 }
+  permissions = { fs = "out", fs_write = true }   # over the session's, key by key
 \b
   [[steps]]                    # call a function
   invoke = "ping.start"        # SPIRIT.FUNCTION (the function may be Gene.method)
   args = [10]
   expect = 0                   # optional: fail unless the result is this
+  as = "p"                     # optional: keep the result; later steps write "$p" ("$p[0]")
   # expect_error = "panicked"  # optional: fail unless the call fails (message contains)
   # repeat = 3                 # optional: call it this many times
 \b
@@ -406,6 +316,13 @@ Examples:
   vudo seance example:pingpong
   vudo seance session.toml --quiet
   vudo seance session.toml --broker nats://127.0.0.1:4222
+  vudo seance session.toml --json
+  vudo seance session.toml --watch --trace session.json
+
+The grant options (--allow-fs, --allow-host, --db, --env, --dir, --loa) apply to every Spirit,
+over the manifest's [session] and under each Spirit's own keys. --trace FILE records calls, host
+calls and messages as Chrome trace-event JSON (open it in Perfetto, or render it with
+vudo trace FILE --html OUT).
 
 Exit codes: 0 every step succeeded; 1 a step failed (trap, panic, limit, wrong result, link
 error); 2 usage error (bad manifest, missing source, unknown Spirit or function, bad args).
@@ -417,40 +334,59 @@ error); 2 usage error (bad manifest, missing source, unknown Spirit or function,
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-step lines.")
 @click.option("--broker", metavar="URL",
               help="Use a NATS server for messaging, e.g. nats://127.0.0.1:4222.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document: steps, Spirits, output and logs.")
+@click.option("--watch", is_flag=True, help="Show a live table of the Spirits while it runs.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Record the session as Chrome trace-event JSON in FILE.")
+@grant_options
 @common_options
 @click.pass_context
-def seance_command(ctx: click.Context, manifest_source: str, quiet: bool,
-                   broker: str | None) -> None:
+def seance_command(ctx: click.Context, manifest_source: str, quiet: bool, broker: str | None,
+                   as_json: bool, watch: bool, trace_file: Path | None, grants: Grants) -> None:
     """Run a session described by a TOML manifest (see the help text above)."""
     settings = ctx.ensure_object(Settings)
-    manifest = load_manifest(resolve_source(manifest_source, (".toml",)))
-    modules = {spec.name: read_module(spec.source)[1] for spec in manifest.spirits}
-    output = Output()
+    with json_errors(as_json, "seance"):
+        manifest = load_manifest(resolve_source(manifest_source, (".toml",)))
+        modules = {spec.name: read_module(spec.source)[1] for spec in manifest.spirits}
+        session_grants = grants.over(manifest.grants)
+        spirit_options = {spec.name: _options(spec.grants.over(session_grants))
+                          for spec in manifest.spirits}
+    output = Output(capture=as_json)
     debug = manifest.debug or any(s.debug for s in manifest.spirits)
     level = logging.DEBUG if settings.verbose or debug else logging.INFO
+    quiet = quiet or as_json
     with cli_logging(level, output):
-        counting = CountingBroker(_make_broker(broker, manifest.name))
-        with contextlib.closing(counting), Seance(
-            broker=counting, limits=manifest.limits or Limits(), debug=manifest.debug,
-            channels=manifest.channels,
-        ) as seance:
-            for spec in manifest.spirits:
-                options: dict[str, Any] = {"logger": CliLogger(spec.name, output)}
-                if spec.debug:
-                    options["debug"] = True
-                if spec.limits is not None:
-                    options["limits"] = spec.limits
-                try:
-                    seance.summon(spec.name, modules[spec.name], **options)
-                except LoadError as exc:
-                    raise relabel(exc, str(spec.source)) from exc.__cause__
-            runner = _Runner(manifest, seance, counting, output, quiet,
-                             settle=0.0 if broker is None else _SETTLE_SECONDS)
-            runner.prepare()
+        with json_errors(as_json, "seance"):
+            counting = CountingBroker(make_broker(broker, manifest.name))
+        session_options: SeanceOptions = {
+            "broker": counting, "limits": manifest.limits or Limits(), "debug": manifest.debug,
+            "channels": manifest.channels,
+        }
+        if trace_file is not None:
+            session_options["trace"] = trace_file
+        with contextlib.closing(counting), Seance(**session_options) as seance:
+            with json_errors(as_json, "seance"):
+                for spec in manifest.spirits:
+                    options: dict[str, Any] = {"logger": CliLogger(spec.name, output),
+                                               **spirit_options[spec.name]}
+                    if spec.debug:
+                        options["debug"] = True
+                    if spec.limits is not None:
+                        options["limits"] = spec.limits
+                    try:
+                        seance.summon(spec.name, modules[spec.name], **options)
+                    except LoadError as exc:
+                        raise relabel(exc, str(spec.source)) from exc.__cause__
+                runner = _Runner(manifest, seance, counting, output, quiet,
+                                 settle=0.0 if broker is None else _SETTLE_SECONDS)
+                runner.prepare()
             started = time.perf_counter()
             failure: BaseException | None = None
             done = 0
-            with _Bar(not quiet, len(manifest.steps)) as runner.bar:
+            display = Watch(seance, counting, len(manifest.steps)) if watch and not as_json \
+                else Bar(not quiet, len(manifest.steps))
+            with display as runner.bar:
                 try:
                     with stop_on_interrupt(lambda: _interrupt_all(seance)):
                         for step in manifest.steps:
@@ -460,8 +396,53 @@ def seance_command(ctx: click.Context, manifest_source: str, quiet: bool,
                             done += 1
                 except Exception as exc:
                     failure = exc
-            output.ensure_newline()
-            _summary(manifest, seance, counting, time.perf_counter() - started,
-                     None if failure is None else done + 1)
+            seconds = time.perf_counter() - started
+            if as_json:
+                click.echo(dump_json(_document(manifest, seance, counting, runner, output,
+                                               seconds, failure, trace_file)))
+            else:
+                output.ensure_newline()
+                _summary(manifest, seance, counting, seconds,
+                         None if failure is None else done + 1)
             if failure is not None:
                 raise failure
+
+
+def _options(grants: Grants) -> dict[str, Any]:
+    """The summon options of one Spirit's grants (nothing when nothing is granted)."""
+    options: dict[str, Any] = {}
+    permissions = grants.permissions()
+    if permissions is not None:
+        options["permissions"] = permissions
+    registry = grants.registry()
+    if registry is not None:
+        options["loas"] = registry
+    return options
+
+
+def _document(manifest: Manifest, seance: Seance, broker: CountingBroker, runner: _Runner,
+              output: Output, seconds: float, failure: BaseException | None,
+              trace_file: Path | None) -> dict[str, Any]:
+    """The ``vudo seance --json`` document (keys documented in docs/guide/cli.md)."""
+    spirits = []
+    for name in seance.spirits():
+        stats = seance.stats(name)
+        spirits.append({"name": name, "calls": stats.calls, "failures": stats.failures,
+                        "sent": broker.sent.get(name, 0),
+                        "received": broker.received.get(name, 0),
+                        "pending": seance.pending(name),
+                        "seconds": round(stats.seconds, 6)})
+    return {
+        "command": "seance",
+        "ok": failure is None,
+        "session": manifest.name,
+        "manifest": str(manifest.path),
+        "steps": runner.records,
+        "results": {k: jsonable(v) for k, v in runner.results.items()},
+        "spirits": spirits,
+        "output": output.text,
+        "logs": output.logs,
+        "trace": None if trace_file is None else str(trace_file),
+        "seconds": round(seconds, 6),
+        "error": None if failure is None else error_document(failure),
+    }

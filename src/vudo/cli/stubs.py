@@ -19,14 +19,11 @@ from pathlib import Path
 import click
 import wasmtime
 
-from ._common import (
-    Settings,
-    common_options,
-    format_signature,
-    func_signature,
-    read_module,
-    resolve_source,
-)
+from ._args import format_signature, func_signature
+from ._errors import UsageFailure
+from ._options import Settings, common_options
+from ._output import dump_json, json_errors
+from ._sources import read_module, resolve_source
 
 __all__ = ["generate_stubs", "stubs_command"]
 
@@ -298,13 +295,17 @@ def _example(root: _Group, outer: str) -> str:
 @click.command("stubs", short_help="Write a typed Python Protocol for a Spirit.")
 @click.argument("spirit", metavar="SPIRIT")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Write the module to FILE (default: stdout).")
+              help="Write the module to FILE (default: stdout); missing folders are created.")
 @click.option("--name", "class_name", metavar="NAME",
               help="Name of the Protocol class (default: from the file name, e.g. Counter).")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 unless FILE (-o) holds exactly what would be written.")
+@click.option("--json", "as_json", is_flag=True, help="With --check: print the verdict as JSON.")
 @common_options
 @click.pass_context
 def stubs_command(
-    ctx: click.Context, spirit: str, output: Path | None, class_name: str | None
+    ctx: click.Context, spirit: str, output: Path | None, class_name: str | None,
+    check: bool, as_json: bool,
 ) -> None:
     """Write a typed Python interface for SPIRIT's exports.
 
@@ -316,25 +317,70 @@ def stubs_command(
 
     \b
       vudo stubs counter.wasm -o counter_api.py
+      vudo stubs counter.wasm -o counter_api.py --check   # in CI: is it up to date?
       # in your code:
       from counter_api import Counter
       proxy = vudo.load_spirit("counter.wasm").as_(Counter)
       proxy.Counter.get_value(proxy.new_Counter(5))
 
-    Exit codes: 0 written; 2 usage error (missing file, not a module, bad --name).
+    Exit codes: 0 written (or up to date with --check); 1 --check found FILE missing or
+    different; 2 usage error (missing file, not a module, bad --name, folder not creatable).
     """
     ctx.ensure_object(Settings)
-    path = resolve_source(spirit)
-    _wasm, module = read_module(path)
-    name = class_name or _camel(path.stem)
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise click.BadParameter(f"{name!r} is not a Python identifier", param_hint="--name")
-    text = generate_stubs(module, class_name=name, source=path.name)
+    if as_json and not check:
+        raise UsageFailure("--json goes with --check (the stubs themselves are Python)")
+    with json_errors(as_json, "stubs"):
+        if check and output is None:
+            raise UsageFailure("--check needs -o FILE (the stubs to compare with)")
+        path = resolve_source(spirit)
+        _wasm, module = read_module(path)
+        name = class_name or _camel(path.stem)
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise click.BadParameter(f"{name!r} is not a Python identifier", param_hint="--name")
+        text = generate_stubs(module, class_name=name, source=path.name)
+    if check:
+        assert output is not None
+        ctx.exit(_check(output, text, name, str(path), as_json))
     if output is None:
         sys.stdout.write(text)
         return
+    _write(output, text)
+    click.echo(f"wrote {output} (class {name})", err=True)
+
+
+def _check(output: Path, text: str, name: str, source: str, as_json: bool) -> int:
+    """Compare FILE with the stubs; print the verdict; 0 when identical, else 1."""
+    try:
+        current: str | None = output.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageFailure(f"{output}: cannot read: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    state = "missing" if current is None else ("up to date" if current == text else "outdated")
+    if as_json:
+        click.echo(dump_json({"command": "stubs", "ok": state == "up to date", "file": str(output),
+                              "source": source, "class": name, "state": state, "error": None}))
+    elif state == "up to date":
+        click.echo(f"{output} is up to date", err=True)
+    else:
+        click.echo(f"error: {output} is {state}; regenerate it with: vudo stubs {source} "
+                   f"-o {output}", err=True)
+    return 0 if state == "up to date" else 1
+
+
+def _write(output: Path, text: str) -> None:
+    """Write the stubs, creating missing folders, or say clearly why it cannot."""
+    folder = output.parent
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UsageFailure(f"cannot write {output}: {blocker} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageFailure(f"cannot create the folder {folder} for {output}: "
+                           f"{exc.strerror or exc}") from None
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise click.FileError(str(output), exc.strerror or str(exc)) from None
-    click.echo(f"wrote {output} (class {name})", err=True)
+        raise UsageFailure(f"cannot write {output}: {exc.strerror or exc}") from None
