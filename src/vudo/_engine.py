@@ -100,6 +100,10 @@ def ensure_ticker() -> None:
     global _ticker
     if _ticker is not None:
         return
+    from . import _native_core
+
+    if _native_core.start_ticker():  # a native thread: ticks even while a call holds the GIL
+        return
     with _ticker_lock:
         if _ticker is None:
             _ticker = threading.Thread(target=_tick, name="vudo-epoch-ticker", daemon=True)

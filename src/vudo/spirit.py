@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast, overload
 
 import wasmtime
 
-from . import _engine, _ffi
+from . import _engine, _ffi, _native_core
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
@@ -433,9 +433,11 @@ class Spirit:
             )
         self.store.set_fuel(2**63 - 1)
         self.store.set_epoch_deadline(1)
-        epoch_cb = _ffi.EPOCH_CALLBACK(self._on_epoch)
+        epoch_cb: Any = self._on_epoch
+        if not _native_core.set_epoch_callback(self.store, epoch_cb):
+            epoch_cb = _ffi.EPOCH_CALLBACK(epoch_cb)
+            _ffi.set_epoch_callback(self.store, epoch_cb)
         self._keepalive.append(epoch_cb)
-        _ffi.set_epoch_callback(self.store, epoch_cb)
         _engine.ensure_ticker()
 
         externs: list[Any] = []
@@ -673,16 +675,26 @@ class Spirit:
         def unbound(*_args: Any) -> Any:
             raise VudoError(f"host function {hname} called before the Spirit finished loading")
 
-        tmpl = _trampoline_template(b.params, b.results)
+        if b.fn is None:
+            builtin = _native_core.builtin_func(self, hname, b.factory, b.params, b.results, fail)
+            if builtin is not None:
+                self._keepalive.append(builtin[1])
+                return builtin[0], builtin[2]
+        tmpl = _native_core.trampoline_template(b.params, b.results) or _trampoline_template(
+            b.params, b.results
+        )
         cb, bind = tmpl(fail, b.fn or unbound)
         if b.fn is not None:
             bind(b.fn)
-        callback = _ffi.HOST_CALLBACK(cb)
-        self._keepalive.append(callback)
         ty = wasmtime.FuncType(
             [getattr(wasmtime.ValType, t)() for t in b.params],
             [getattr(wasmtime.ValType, t)() for t in b.results],
         )
+        if _native_core.is_native_host(cb):
+            self._keepalive.append(cb)
+            return _native_core.func_new(self.store, ty, cb), bind
+        callback = _ffi.HOST_CALLBACK(cb)
+        self._keepalive.append(callback)
         return _ffi.func_new_unchecked(self.store, ty, callback), bind
 
     def _host_failed(self, hname: str, exc: BaseException) -> int:
@@ -754,7 +766,9 @@ class Spirit:
             raise TypeError(f"{self.name}.{name}{signature}: cannot convert arguments {args!r}")
 
         tracked = self.debug or self.limits.fuel is not None or self.limits.timeout is not None
-        tmpl = _caller_template(params, results, tracked)
+        tmpl = _native_core.caller_template(params, results, tracked) or _caller_template(
+            params, results, tracked
+        )
         nslots = max(len(params), len(results))
         c = ctypes.c_void_p
         call = tmpl(

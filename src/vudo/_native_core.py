@@ -1,0 +1,229 @@
+"""The native core, when it is built and matches the loaded wasmtime; ``None`` answers otherwise.
+
+:mod:`vudo._cnative` (C, ``src/vudo/_native/``) implements the per-export call path, the host
+trampoline, the built-in host functions that need no Python (clocks and randomness with the
+default providers), the epoch-deadline callback and the epoch ticker thread. It binds to the
+libwasmtime that ``wasmtime`` already loaded, and is used only after :func:`_load` checked the
+wasmtime version and struct sizes. Each maker here returns ``None`` when the native path cannot
+serve a case (extension absent, ``VUDO_NATIVE=0``, a value type it does not handle), and the
+caller then uses the pure-Python path: nothing above the makers knows which one runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import wasmtime
+from wasmtime import _ffi as wffi
+
+from . import _engine
+
+if TYPE_CHECKING:
+    from .spirit import Spirit
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "available",
+    "builtin_func",
+    "caller_template",
+    "func_new",
+    "is_native_host",
+    "reason",
+    "set_epoch_callback",
+    "start_ticker",
+    "trampoline_template",
+]
+
+_log = logging.getLogger("vudo.native")
+_CODES = {"i32": "i", "i64": "q", "f32": "f", "f64": "d"}
+# The built-ins written in C (kinds of host.c) and the wasm signature each must have.
+_BUILTINS: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {
+    "vudo_now": (1, (), ("i64",)),
+    "vudo_monotonic_now": (2, (), ("i64",)),
+    "vudo_random": (3, (), ("f64",)),
+    "vudo_random_bytes": (4, ("i32", "i32"), ()),
+}
+
+#: Extension point for host functions written in C by other extensions (e.g. ``vudo_pending``
+#: over a C message bus): ``name -> provider(spirit, params, results)`` returning a PyCapsule
+#: named ``"vudo.native_host_fn"`` (see ``_native/vudo_native_host.h``) or ``None`` to fall back
+#: to the Python host function. Consulted only for the core Loa's own implementation.
+BUILTIN_PROVIDERS: dict[str, Callable[[Spirit, tuple[str, ...], tuple[str, ...]], Any]] = {}
+
+
+def _load() -> tuple[ModuleType | None, str | None]:
+    if os.environ.get("VUDO_NATIVE", "").strip() == "0":
+        return None, "disabled by VUDO_NATIVE=0"
+    try:
+        from . import _cnative  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return None, f"extension not built ({exc})"
+    try:
+        major = int(_engine.wasmtime_version.split(".")[0])
+        _cnative.init(
+            wffi.dll._handle, major, ctypes.sizeof(wffi.wasmtime_func_t),
+            ctypes.sizeof(wffi.wasmtime_memory_t), ctypes.sizeof(wffi.wasmtime_val_raw),
+        )
+    except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
+        return None, f"does not match the loaded wasmtime {_engine.wasmtime_version}: {exc}"
+    return _cnative, None
+
+
+_c, _reason = _load()
+if _c is None:
+    _log.debug("native core unavailable, using the pure-Python paths: %s", _reason)
+
+
+def available() -> bool:
+    """Whether the native core is active (built, matching wasmtime, not disabled)."""
+    return _c is not None
+
+
+def reason() -> str | None:
+    """Why the native core is not active (``None`` when it is)."""
+    return _reason
+
+
+def _codes(types: tuple[str, ...]) -> str | None:
+    try:
+        return "".join(_CODES[t] for t in types)
+    except KeyError:
+        return None  # reference types, v128: the Python path handles (or refuses) them
+
+
+def caller_template(
+    params: tuple[str, ...], results: tuple[str, ...], tracked: bool
+) -> Callable[..., Any] | None:
+    """A drop-in for ``spirit._caller_template`` returning native call paths, or ``None``."""
+    c = _c
+    pc, rc = _codes(params), _codes(results)
+    if c is None or pc is None or rc is None:
+        return None
+
+    def make(
+        spirit: Any, name: str, acquire: Any, release: Any, stack: list[str],
+        ctx: ctypes.c_void_p, faddr: ctypes.c_void_p, buf: Any, baddr: ctypes.c_void_p,
+        trapbuf: ctypes.c_void_p, taddr: ctypes.c_void_p, nslots: ctypes.c_size_t,
+        call_unchecked: Any, failed: Any, convert: Any, arity: Any,
+    ) -> Callable[..., Any]:
+        return c.Caller(  # type: ignore[no-any-return]
+            spirit, name, acquire, release, stack, ctx.value, faddr.value, buf, baddr.value,
+            trapbuf, taddr.value, nslots.value, failed, convert, arity, pc, rc, tracked,
+        )
+
+    return make
+
+
+def trampoline_template(
+    params: tuple[str, ...], results: tuple[str, ...]
+) -> Callable[..., Any] | None:
+    """A drop-in for ``spirit._trampoline_template``: ``make(fail, fn) -> (cb, bind)``."""
+    c = _c
+    pc, rc = _codes(params), _codes(results)
+    if c is None or pc is None or rc is None:
+        return None
+
+    def make(fail: Any, fn: Any) -> tuple[Any, Callable[[Any], None]]:
+        cb = c.Trampoline(pc, rc, fail, fn)
+        return cb, cb.bind
+
+    return make
+
+
+def is_native_host(cb: object) -> bool:
+    """Whether ``cb`` came from :func:`trampoline_template` (register it with :func:`func_new`)."""
+    return _c is not None and isinstance(cb, _c.Trampoline | _c.Builtin)
+
+
+def _address(ptr: Any) -> int:
+    value = ctypes.cast(ptr, ctypes.c_void_p).value
+    if not value:
+        raise ValueError("null wasmtime pointer")
+    return value
+
+
+def func_new(store: wasmtime.Store, ty: wasmtime.FuncType, host: Any) -> wasmtime.Func:
+    """A host ``Func`` in ``store`` calling the native ``host`` (keep ``host`` alive with the
+    Spirit: the store refers to it without a reference)."""
+    assert _c is not None
+    func = wffi.wasmtime_func_t()
+    ctx = _address(store._context())
+    if isinstance(host, _c.Trampoline | _c.Builtin):
+        _c.func_new(ctx, _address(ty.ptr()), host, ctypes.addressof(func))
+    else:
+        _c.func_new_raw(ctx, _address(ty.ptr()), host, ctypes.addressof(func))
+    return wasmtime.Func._from_raw(func)
+
+
+def builtin_func(
+    spirit: Spirit, name: str, factory: Any, params: tuple[str, ...], results: tuple[str, ...],
+    fail: Callable[[BaseException], int],
+) -> tuple[wasmtime.Func, Any, Callable[[Any], None]] | None:
+    """The C implementation of a core host function, when the Spirit uses the default providers.
+
+    Returns ``(func, keepalive, bind)`` or ``None`` (use the Python host function). ``bind`` is
+    called after instantiation with the Python implementation, which it ignores: it only points
+    the C function at the Spirit's memory.
+    """
+    if _c is None or spirit._trace:
+        return None
+    from .loas import CORE_LOA
+    from .providers import SystemRandomProvider, SystemTimeProvider
+
+    core = CORE_LOA.functions.get(name)
+    if core is None or core.factory is not factory:
+        return None  # a user's or another Loa's function of the same name
+    ty = wasmtime.FuncType(
+        [getattr(wasmtime.ValType, t)() for t in params],
+        [getattr(wasmtime.ValType, t)() for t in results],
+    )
+    provider = BUILTIN_PROVIDERS.get(name)
+    if provider is not None:
+        capsule = provider(spirit, params, results)
+        if capsule is None:
+            return None
+        return func_new(spirit.store, ty, capsule), capsule, lambda _fn: None
+    spec = _BUILTINS.get(name)
+    if spec is None or (spec[1], spec[2]) != (params, results):
+        return None
+    kind = spec[0]
+    default = (
+        type(spirit.time_provider) is SystemTimeProvider
+        if kind <= 2
+        else type(spirit.random_provider) is SystemRandomProvider
+    )
+    if not default:
+        return None  # a MockTimeProvider, a seeded random: the Python provider is called
+    host = _c.Builtin(kind, fail, spirit.name)
+
+    def bind(_fn: Any) -> None:
+        memory = spirit._memory
+        host.set_memory(ctypes.addressof(memory.wasmtime_memory._memory) if memory else 0)
+
+    return func_new(spirit.store, ty, host), host, bind
+
+
+def set_epoch_callback(store: wasmtime.Store, on_epoch: Callable[..., int]) -> bool:
+    """Install the native epoch-deadline callback calling ``on_epoch`` (keep it alive).
+
+    ``on_epoch`` is called like the ctypes one, with one-item lists for the delta and kind
+    pointers. Returns ``False`` (nothing installed) without the native core.
+    """
+    if _c is None:
+        return False
+    _c.set_epoch_callback(_address(store.ptr()), on_epoch)
+    return True
+
+
+def start_ticker() -> bool:
+    """Start the native epoch ticker thread (idempotent; restarted in a forked child)."""
+    if _c is None:
+        return False
+    eng = _engine.get_engine()
+    _c.start_ticker(eng, _address(eng.ptr()), _engine.EPOCH_TICK_SECONDS)
+    return True
