@@ -13,6 +13,7 @@ setup(
                 "src/vudo/_native/module.c",
                 "src/vudo/_native/caller.c",
                 "src/vudo/_native/host.c",
+                "src/vudo/_native/lock.c",
             ],
             depends=[
                 "src/vudo/_native/native.h",

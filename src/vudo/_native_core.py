@@ -11,10 +11,12 @@ caller then uses the pure-Python path: nothing above the makers knows which one 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +33,14 @@ __all__ = [
     "available",
     "builtin_func",
     "caller_template",
+    "fallback",
     "func_new",
+    "gil_stats",
     "is_native_host",
     "reason",
+    "rlock",
     "set_epoch_callback",
+    "set_gil_policy",
     "start_ticker",
     "trampoline_template",
 ]
@@ -47,7 +53,12 @@ _BUILTINS: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {
     "vudo_monotonic_now": (2, (), ("i64",)),
     "vudo_random": (3, (), ("f64",)),
     "vudo_random_bytes": (4, ("i32", "i32"), ()),
+    "vudo_print": (5, ("i32", "i32"), ()),
+    "vudo_println": (5, ("i32", "i32"), ()),
+    "vudo_error": (5, ("i32", "i32"), ()),
 }
+# The logger method each text built-in calls (the Python Loa calls the same one).
+_TEXT_OUTPUT = {"vudo_print": "print", "vudo_println": "println", "vudo_error": "error"}
 
 #: Extension point for host functions written in C by other extensions (e.g. ``vudo_pending``
 #: over a C message bus): ``name -> provider(spirit, params, results)`` returning a PyCapsule
@@ -84,6 +95,28 @@ def available() -> bool:
     return _c is not None
 
 
+_local = threading.local()
+
+
+def _active() -> ModuleType | None:
+    return None if getattr(_local, "fallback", False) else _c
+
+
+@contextlib.contextmanager
+def fallback() -> Iterator[None]:
+    """Spirits loaded on this thread inside the block use the pure-Python paths.
+
+    For side-by-side benchmarks and tests in one process; ``VUDO_NATIVE=0`` is the switch for
+    users.
+    """
+    before = getattr(_local, "fallback", False)
+    _local.fallback = True
+    try:
+        yield
+    finally:
+        _local.fallback = before
+
+
 def reason() -> str | None:
     """Why the native core is not active (``None`` when it is)."""
     return _reason
@@ -100,7 +133,7 @@ def caller_template(
     params: tuple[str, ...], results: tuple[str, ...], tracked: bool
 ) -> Callable[..., Any] | None:
     """A drop-in for ``spirit._caller_template`` returning native call paths, or ``None``."""
-    c = _c
+    c = _active()
     pc, rc = _codes(params), _codes(results)
     if c is None or pc is None or rc is None:
         return None
@@ -123,7 +156,7 @@ def trampoline_template(
     params: tuple[str, ...], results: tuple[str, ...]
 ) -> Callable[..., Any] | None:
     """A drop-in for ``spirit._trampoline_template``: ``make(fail, fn) -> (cb, bind)``."""
-    c = _c
+    c = _active()
     pc, rc = _codes(params), _codes(results)
     if c is None or pc is None or rc is None:
         return None
@@ -138,6 +171,13 @@ def trampoline_template(
 def is_native_host(cb: object) -> bool:
     """Whether ``cb`` came from :func:`trampoline_template` (register it with :func:`func_new`)."""
     return _c is not None and isinstance(cb, _c.Trampoline | _c.Builtin)
+
+
+def rlock() -> Any:
+    """A Spirit's call lock: the native RLock (taken without a Python call by the native call
+    path), or ``threading.RLock`` without the native core. Same API either way."""
+    c = _active()
+    return c.RLock() if c is not None else threading.RLock()
 
 
 def _address(ptr: Any) -> int:
@@ -170,7 +210,7 @@ def builtin_func(
     called after instantiation with the Python implementation, which it ignores: it only points
     the C function at the Spirit's memory.
     """
-    if _c is None or spirit._trace:
+    if _active() is None or spirit._trace:
         return None
     from .loas import CORE_LOA
     from .providers import SystemRandomProvider, SystemTimeProvider
@@ -192,18 +232,23 @@ def builtin_func(
     if spec is None or (spec[1], spec[2]) != (params, results):
         return None
     kind = spec[0]
-    default = (
-        type(spirit.time_provider) is SystemTimeProvider
-        if kind <= 2
-        else type(spirit.random_provider) is SystemRandomProvider
-    )
+    if kind <= 2:
+        default = type(spirit.time_provider) is SystemTimeProvider
+    elif kind <= 4:
+        default = type(spirit.random_provider) is SystemRandomProvider
+    else:
+        default = True  # text goes to whatever logger the Spirit has, as in the Python Loa
     if not default:
         return None  # a MockTimeProvider, a seeded random: the Python provider is called
+    assert _c is not None
     host = _c.Builtin(kind, fail, spirit.name)
+    output = _TEXT_OUTPUT.get(name)
 
     def bind(_fn: Any) -> None:
         memory = spirit._memory
         host.set_memory(ctypes.addressof(memory.wasmtime_memory._memory) if memory else 0)
+        if output is not None:
+            host.set_output(getattr(spirit.logger, output))
 
     return func_new(spirit.store, ty, host), host, bind
 
@@ -214,8 +259,9 @@ def set_epoch_callback(store: wasmtime.Store, on_epoch: Callable[..., int]) -> b
     ``on_epoch`` is called like the ctypes one, with one-item lists for the delta and kind
     pointers. Returns ``False`` (nothing installed) without the native core.
     """
-    if _c is None:
+    if _active() is None:
         return False
+    assert _c is not None
     _c.set_epoch_callback(_address(store.ptr()), on_epoch)
     return True
 
@@ -227,3 +273,28 @@ def start_ticker() -> bool:
     eng = _engine.get_engine()
     _c.start_ticker(eng, _address(eng.ptr()), _engine.EPOCH_TICK_SECONDS)
     return True
+
+
+_POLICIES = {"auto": 0, "hold": 1, "release": 2}
+
+
+def set_gil_policy(policy: str) -> None:
+    """How native calls treat the GIL while wasm runs (process-wide).
+
+    ``"auto"`` (default): hold it while this is the only Python thread, release it at the start
+    of a call when other Python threads exist, and in any case at the call's first epoch tick
+    (5 ms), so a long call never starves other threads. ``"hold"``/``"release"``: always, except
+    that a held call still lets go at its first epoch tick. For benchmarks and tuning.
+    """
+    if policy not in _POLICIES:
+        raise ValueError(f"GIL policy must be one of {sorted(_POLICIES)}, not {policy!r}")
+    if _c is not None:
+        _c.set_gil_policy(_POLICIES[policy])
+
+
+def gil_stats() -> tuple[int, int, int]:
+    """Native calls so far: (held the GIL, released it at the start, released it at a tick)."""
+    if _c is None:
+        return (0, 0, 0)
+    held, at_start, at_tick = _c.gil_stats()
+    return int(held), int(at_start), int(at_tick)

@@ -406,7 +406,7 @@ class Spirit:
             self.broker.register(name, capacity=self.limits.max_inbox)
         self._trace = trace
 
-        self._lock = threading.RLock()
+        self._lock = _native_core.rlock()
         #: Export names currently executing, outermost first.
         self.call_stack: list[str] = []
         self._terminated = False

@@ -8,6 +8,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *spirit, *name, *acquire, *release, *stack, *failed, *convert, *arity;
     PyObject *buf, *trapbuf; /* kept alive: `raw` and `trap` point into them */
+    PyObject *lock;          /* a native RLock whose acquire/release were passed, or NULL */
+    PyObject *dict;          /* the Spirit's __dict__, where `_guard` is read */
     wasmtime_context_t *ctx;
     wasmtime_func_t *func;
     wasmtime_val_raw_t *raw;
@@ -119,12 +121,19 @@ static PyObject *caller_vectorcall(PyObject *op, PyObject *const *args, size_t n
         call_with_args_tuple(self->arity, args, n);
         return NULL;
     }
-    PyObject *r = PyObject_CallNoArgs(self->acquire);
-    if (r == NULL) return NULL;
-    Py_DECREF(r);
+    PyObject *r;
+    if (self->lock != NULL) {
+        if (vudo_rlock_acquire(self->lock, -1) < 0) return NULL;
+    } else {
+        r = PyObject_CallNoArgs(self->acquire);
+        if (r == NULL) return NULL;
+        Py_DECREF(r);
+    }
 
     PyObject *result = NULL;
-    PyObject *guard = PyObject_GetAttr(self->spirit, str_guard);
+    PyObject *guard = PyDict_GetItemWithError(self->dict, str_guard);
+    if (guard != NULL) Py_INCREF(guard);
+    else if (!PyErr_Occurred()) guard = PyObject_GetAttr(self->spirit, str_guard);
     if (guard == NULL) goto done;
     if (guard != Py_None) {
         r = PyObject_CallOneArg(guard, self->name);
@@ -191,6 +200,11 @@ static PyObject *caller_vectorcall(PyObject *op, PyObject *const *args, size_t n
         }
     }
 done:
+    if (self->lock != NULL && vudo_rlock_release(self->lock) == 0) return result;
+    if (self->lock != NULL) {
+        Py_CLEAR(result); /* released by someone else meanwhile: report it */
+        return NULL;
+    }
     if (result == NULL) {
         PyObject *exc = vudo_fetch_exception();
         r = PyObject_CallNoArgs(self->release);
@@ -253,6 +267,17 @@ static PyObject *caller_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     self->trapbuf = Py_NewRef(trapbuf);
     self->failed = Py_NewRef(failed);
     self->convert = Py_NewRef(convert);
+    self->dict = PyObject_GenericGetDict(spirit, NULL);
+    if (self->dict == NULL || !PyDict_Check(self->dict)) {
+        Py_DECREF(self);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the Spirit has no __dict__");
+        return NULL;
+    }
+    if (PyCFunction_Check(acquire) && PyCFunction_Check(release) &&
+        PyCFunction_GET_SELF(acquire) != NULL &&
+        PyCFunction_GET_SELF(acquire) == PyCFunction_GET_SELF(release) &&
+        vudo_rlock_check(PyCFunction_GET_SELF(acquire)))
+        self->lock = Py_NewRef(PyCFunction_GET_SELF(acquire));
     self->arity = Py_NewRef(arity);
     self->ctx = (wasmtime_context_t *)(uintptr_t)ctx;
     self->func = (wasmtime_func_t *)(uintptr_t)faddr;
@@ -270,7 +295,7 @@ static PyObject *caller_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
 
 #define CALLER_FIELDS(X)                                                                    \
     X(spirit) X(name) X(acquire) X(release) X(stack) X(buf) X(trapbuf) X(failed) X(convert) \
-    X(arity)
+    X(arity) X(lock) X(dict)
 
 static int caller_traverse(PyObject *op, visitproc visit, void *arg) {
     Caller *self = (Caller *)op;

@@ -11,7 +11,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-enum { K_TRAMPOLINE = 0, K_NOW = 1, K_MONOTONIC = 2, K_RANDOM = 3, K_RANDOM_BYTES = 4 };
+enum { K_TRAMPOLINE = 0, K_NOW = 1, K_MONOTONIC = 2, K_RANDOM = 3, K_RANDOM_BYTES = 4,
+       K_TEXT = 5 /* vudo_print & co: decode in C, call the logger's method */ };
 
 typedef struct host_env {
     PyObject *owner; /* Trampoline or Builtin; NULL once it is freed */
@@ -33,6 +34,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *fail, *spirit_name;
+    PyObject *out; /* K_TEXT: the logger method called with the decoded text */
     host_env *envs;
     int kind;
     int has_memory;
@@ -220,6 +222,41 @@ static wasm_trap_t *out_of_bounds(host_env *env, uint32_t ptr, uint32_t len, siz
     return trap;
 }
 
+/* vudo_print/println/error: read_string's bounds check and decoding, then out(text). */
+static wasm_trap_t *text_callback(host_env *env, wasmtime_caller_t *caller,
+                                  wasmtime_val_raw_t *raw) {
+    uint32_t ptr = (uint32_t)raw[0].i32, n = (uint32_t)raw[1].i32;
+    wasmtime_context_t *ctx = vudo_wt.caller_context(caller);
+    size_t size = env->has_memory ? vudo_wt.memory_data_size(ctx, &env->memory) : 0;
+    if ((uint64_t)ptr + n > size) return out_of_bounds(env, ptr, n, size);
+    PyGILState_STATE g = PyGILState_Ensure();
+    wasm_trap_t *trap = NULL;
+    Builtin *b = (Builtin *)env->owner;
+    if (b == NULL || b->out == NULL) {
+        trap = trap_msg("host function called after its Spirit was freed");
+    } else {
+        Py_INCREF(b);
+        const char *data = n ? (const char *)vudo_wt.memory_data(ctx, &env->memory) + ptr : "";
+        PyObject *text = PyUnicode_DecodeUTF8(data, (Py_ssize_t)n, "replace");
+        PyObject *r = NULL;
+        if (text != NULL) {
+            PyObject *out = Py_NewRef(b->out);
+            r = PyObject_CallOneArg(out, text);
+            Py_DECREF(out);
+            Py_DECREF(text);
+        }
+        if (r != NULL) {
+            Py_DECREF(r);
+        } else {
+            PyObject *exc = vudo_fetch_exception();
+            trap = vudo_fail_to_trap(b->fail, exc, "host function failed");
+        }
+        Py_DECREF(b);
+    }
+    PyGILState_Release(g);
+    return trap;
+}
+
 static wasm_trap_t *builtin_callback(void *envp, wasmtime_caller_t *caller,
                                      wasmtime_val_raw_t *raw, size_t len) {
     host_env *env = envp;
@@ -257,6 +294,8 @@ static wasm_trap_t *builtin_callback(void *envp, wasmtime_caller_t *caller,
             return trap_msg("vudo_random_bytes: the system CSPRNG failed");
         return NULL;
     }
+    case K_TEXT:
+        return text_callback(env, caller, raw);
     }
     return trap_msg("unknown native host function");
 }
@@ -440,7 +479,7 @@ static PyObject *builtin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int kind;
     PyObject *fail, *name;
     if (!PyArg_ParseTuple(args, "iOU:Builtin", &kind, &fail, &name)) return NULL;
-    if (kind < K_NOW || kind > K_RANDOM_BYTES) {
+    if (kind < K_NOW || kind > K_TEXT) {
         PyErr_SetString(PyExc_ValueError, "unknown built-in host function");
         return NULL;
     }
@@ -470,13 +509,21 @@ static PyObject *builtin_set_memory(PyObject *op, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* set_output(callable): where K_TEXT sends the decoded text. */
+static PyObject *builtin_set_output(PyObject *op, PyObject *out) {
+    Py_XSETREF(((Builtin *)op)->out, Py_NewRef(out));
+    Py_RETURN_NONE;
+}
+
 static int builtin_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(((Builtin *)op)->fail);
+    Py_VISIT(((Builtin *)op)->out);
     return 0;
 }
 
 static int builtin_clear(PyObject *op) {
     Py_CLEAR(((Builtin *)op)->fail);
+    Py_CLEAR(((Builtin *)op)->out);
     return 0;
 }
 
@@ -490,6 +537,7 @@ static void builtin_dealloc(PyObject *op) {
 
 static PyMethodDef builtin_methods[] = {
     {"set_memory", builtin_set_memory, METH_O, "Point at the Spirit's memory (address or 0)."},
+    {"set_output", builtin_set_output, METH_O, "The logger method vudo_print & co call."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -319,7 +319,7 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__cnative(void) {
     if (PyType_Ready(&vudo_CallerType) < 0 || PyType_Ready(&vudo_TrampolineType) < 0 ||
-        PyType_Ready(&vudo_BuiltinType) < 0)
+        PyType_Ready(&vudo_BuiltinType) < 0 || PyType_Ready(&vudo_RLockType) < 0)
         return NULL;
     if (vudo_caller_init() < 0 || vudo_host_init() < 0) return NULL;
     str_interrupt = PyUnicode_InternFromString("_interrupt");
@@ -330,6 +330,7 @@ PyMODINIT_FUNC PyInit__cnative(void) {
     if (PyModule_AddObjectRef(m, "Caller", (PyObject *)&vudo_CallerType) < 0 ||
         PyModule_AddObjectRef(m, "Trampoline", (PyObject *)&vudo_TrampolineType) < 0 ||
         PyModule_AddObjectRef(m, "Builtin", (PyObject *)&vudo_BuiltinType) < 0 ||
+        PyModule_AddObjectRef(m, "RLock", (PyObject *)&vudo_RLockType) < 0 ||
         PyModule_AddIntConstant(m, "WASMTIME_MAJOR", VUDO_WASMTIME_MAJOR) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -39,6 +39,11 @@ wasm_trap_t *vudo_fail_to_trap(PyObject *fail, PyObject *exc, const char *fallba
 extern PyTypeObject vudo_CallerType;
 extern PyTypeObject vudo_TrampolineType;
 extern PyTypeObject vudo_BuiltinType;
+extern PyTypeObject vudo_RLockType;
+
+int vudo_rlock_check(PyObject *op);
+int vudo_rlock_acquire(PyObject *op, double timeout);
+int vudo_rlock_release(PyObject *op);
 
 int vudo_caller_init(void);
 int vudo_host_init(void);
