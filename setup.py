@@ -14,9 +14,11 @@ setup(
                 "src/vudo/_native/caller.c",
                 "src/vudo/_native/host.c",
                 "src/vudo/_native/lock.c",
+                "src/vudo/_native/builtins.c",
             ],
             depends=[
                 "src/vudo/_native/native.h",
+                "src/vudo/_native/host.h",
                 "src/vudo/_native/wasmtime_api.h",
                 "src/vudo/_native/vudo_native_host.h",
             ],
