@@ -6,6 +6,7 @@ together in a :class:`Seance` that pass messages to each other.
 
 from __future__ import annotations
 
+from ._native_core import available as native_available
 from .abi import HOST_FUNCTIONS, NAMESPACES, EffectId, HostFunctionSpec, LogLevel, ResultCode
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .broker import Message, MessageBroker, MessageBus
@@ -118,4 +119,5 @@ __all__ = [
     "i32",
     "i64",
     "load_spirit",
+    "native_available",
 ]
