@@ -70,10 +70,14 @@ BUILTIN_PROVIDERS: dict[str, Callable[[Spirit, tuple[str, ...], tuple[str, ...]]
 def _load() -> tuple[ModuleType | None, str | None]:
     if os.environ.get("VUDO_NATIVE", "").strip() == "0":
         return None, "disabled by VUDO_NATIVE=0"
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__package__}._cnative") is None:
+        return None, "extension vudo._cnative not built (no C compiler at install time?)"
     try:
         from . import _cnative  # type: ignore[attr-defined]
     except ImportError as exc:
-        return None, f"extension not built ({exc})"
+        return None, f"extension vudo._cnative failed to import: {exc}"
     try:
         major = int(_engine.wasmtime_version.split(".")[0])
         _cnative.init(
