@@ -346,3 +346,31 @@ def test_a_sigint_storm_never_crashes_the_process(tmp_path: Path) -> None:
         child.returncode, err[-3000:])
     counts = dict(kv.split("=") for kv in out.split())
     assert int(counts["interrupts"]) > 0 and sent > 100, out
+
+
+def test_another_extension_can_serve_a_core_host_function_in_c() -> None:
+    # What a C message bus does for vudo_pending: a capsule holding a C callback (here a ctypes
+    # one standing in for C) registered with no Python trampoline in between.
+    import ctypes
+
+    from vudo import _ffi
+
+    @_ffi.HOST_CALLBACK
+    def pending(_env: Any, _caller: Any, raw: int, _n: int) -> int:
+        ctypes.c_int32.from_address(raw).value = 7
+        return 0
+
+    table = (ctypes.c_void_p * 3)(ctypes.cast(pending, ctypes.c_void_p), None, None)
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype = ctypes.py_object
+    new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    capsule = new_capsule(ctypes.addressof(table), b"vudo.native_host_fn", None)
+    wat = ('(module (import "vudo" "vudo_pending" (func $p (result i32)))'
+           ' (func (export "f") (result i32) call $p))')
+    _native_core.BUILTIN_PROVIDERS["vudo_pending"] = lambda _s, _p, _r: capsule
+    try:
+        spirit = vudo.load_spirit(wat)
+    finally:
+        del _native_core.BUILTIN_PROVIDERS["vudo_pending"]
+    assert spirit.call("f") == 7
+    assert vudo.load_spirit(wat).call("f") == 0  # without the provider: the Python Loa

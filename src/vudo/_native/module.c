@@ -95,8 +95,8 @@ static wasmtime_error_t *epoch_callback(wasmtime_context_t *ctx, void *data, uin
     vudo_frame *frame = vudo_current_frame;
     if (frame != NULL && frame->saved == NULL && PyGILState_Check()) {
         /* A native call holding the GIL has run a whole tick: let other threads in now. */
+        vudo_stats[2]++; /* counted while the GIL still guards the counters */
         frame->saved = PyEval_SaveThread();
-        vudo_stats[2]++;
     }
     PyGILState_STATE g = PyGILState_Ensure();
     PyObject *fn = (PyObject *)data;
