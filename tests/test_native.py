@@ -374,3 +374,17 @@ def test_another_extension_can_serve_a_core_host_function_in_c() -> None:
         del _native_core.BUILTIN_PROVIDERS["vudo_pending"]
     assert spirit.call("f") == 7
     assert vudo.load_spirit(wat).call("f") == 0  # without the provider: the Python Loa
+
+
+def test_a_dropped_spirit_is_collected_despite_its_native_host_functions() -> None:
+    # The store refers to its native host functions without a reference: no hidden cycle.
+    import gc
+    import weakref
+
+    spirit = load(logger=Capture(), limits=vudo.Limits(timeout=1))
+    spirit.call("print", 16, 5)
+    spirit.call("host", 1, 2, 3.0, 4.0)
+    ref = weakref.ref(spirit)
+    del spirit
+    gc.collect()
+    assert ref() is None
