@@ -388,3 +388,35 @@ def test_a_dropped_spirit_is_collected_despite_its_native_host_functions() -> No
     del spirit
     gc.collect()
     assert ref() is None
+
+
+def test_the_call_path_reads_the_guard_attribute_it_is_told() -> None:
+    # The call path can serve any object with a guard attribute (the call-state object of the
+    # restructured runtime names it `guard`).
+    import ctypes
+
+    from vudo import _ffi
+
+    spirit = load()
+    func = spirit.exports["add"]
+
+    class State:
+        guard: Any = None
+
+    def refuse(name: str) -> None:
+        raise vudo.VudoError(f"refused {name}")
+
+    state = State()
+    buf = (_ffi.ValRaw * 2)()
+    trapbuf = ctypes.c_void_p()
+    c = ctypes.c_void_p
+    make = _native_core.caller_template(("i64", "i64"), ("i64",), False, guard="guard")
+    assert make is not None
+    call = make(state, "add", spirit._lock.acquire, spirit._lock.release, [],
+                c(spirit._ctx), c(ctypes.addressof(func._func)), buf, c(ctypes.addressof(buf)),
+                trapbuf, c(ctypes.addressof(trapbuf)), ctypes.c_size_t(2), None,
+                spirit._call_failed, None, None)
+    assert call(20, 22) == 42
+    state.guard = refuse
+    with pytest.raises(vudo.VudoError, match="refused add"):
+        call(1, 2)

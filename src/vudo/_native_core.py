@@ -134,9 +134,13 @@ def _codes(types: tuple[str, ...]) -> str | None:
 
 
 def caller_template(
-    params: tuple[str, ...], results: tuple[str, ...], tracked: bool
+    params: tuple[str, ...], results: tuple[str, ...], tracked: bool, *, guard: str = "_guard"
 ) -> Callable[..., Any] | None:
-    """A drop-in for ``spirit._caller_template`` returning native call paths, or ``None``."""
+    """A drop-in for ``spirit._caller_template`` returning native call paths, or ``None``.
+
+    ``guard`` names the attribute of ``make``'s first argument holding the per-call pre-check
+    (``None`` or ``guard(function)``), read on every call.
+    """
     c = _active()
     pc, rc = _codes(params), _codes(results)
     if c is None or pc is None or rc is None:
@@ -150,7 +154,7 @@ def caller_template(
     ) -> Callable[..., Any]:
         return c.Caller(  # type: ignore[no-any-return]
             spirit, name, acquire, release, stack, ctx.value, faddr.value, buf, baddr.value,
-            trapbuf, taddr.value, nslots.value, failed, convert, arity, pc, rc, tracked,
+            trapbuf, taddr.value, nslots.value, failed, convert, arity, pc, rc, tracked, guard,
         )
 
     return make
@@ -257,16 +261,20 @@ def builtin_func(
     return func_new(spirit.store, ty, host), host, bind
 
 
-def set_epoch_callback(store: wasmtime.Store, on_epoch: Callable[..., int]) -> bool:
+def set_epoch_callback(
+    store: wasmtime.Store, on_epoch: Callable[..., int], *, interrupt: str = "_interrupt"
+) -> bool:
     """Install the native epoch-deadline callback calling ``on_epoch`` (keep it alive).
 
-    ``on_epoch`` is called like the ctypes one, with one-item lists for the delta and kind
-    pointers. Returns ``False`` (nothing installed) without the native core.
+    ``on_epoch`` is a bound method called like the ctypes one, with one-item lists for the
+    delta and kind pointers; a Ctrl-C that escapes it sets ``on_epoch.__self__.<interrupt>`` to
+    ``"keyboard"`` and stops the call. Returns ``False`` (nothing installed) without the native
+    core.
     """
     if _active() is None:
         return False
     assert _c is not None
-    _c.set_epoch_callback(_address(store.ptr()), on_epoch)
+    _c.set_epoch_callback(_address(store.ptr()), on_epoch, interrupt)
     return True
 
 

@@ -9,7 +9,8 @@ typedef struct {
     PyObject *spirit, *name, *acquire, *release, *stack, *failed, *convert, *arity;
     PyObject *buf, *trapbuf; /* kept alive: `raw` and `trap` point into them */
     PyObject *lock;          /* a native RLock whose acquire/release were passed, or NULL */
-    PyObject *dict;          /* the Spirit's __dict__, where `_guard` is read */
+    PyObject *dict;          /* the Spirit's (or call state's) __dict__, where the guard is */
+    PyObject *guard_name;    /* the guard attribute: "_guard" by default */
     wasmtime_context_t *ctx;
     wasmtime_func_t *func;
     wasmtime_val_raw_t *raw;
@@ -131,9 +132,9 @@ static PyObject *caller_vectorcall(PyObject *op, PyObject *const *args, size_t n
     }
 
     PyObject *result = NULL;
-    PyObject *guard = PyDict_GetItemWithError(self->dict, str_guard);
+    PyObject *guard = PyDict_GetItemWithError(self->dict, self->guard_name);
     if (guard != NULL) Py_INCREF(guard);
-    else if (!PyErr_Occurred()) guard = PyObject_GetAttr(self->spirit, str_guard);
+    else if (!PyErr_Occurred()) guard = PyObject_GetAttr(self->spirit, self->guard_name);
     if (guard == NULL) goto done;
     if (guard != Py_None) {
         r = PyObject_CallOneArg(guard, self->name);
@@ -241,10 +242,11 @@ static PyObject *caller_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     Py_ssize_t nslots;
     const char *params, *results;
     int tracked;
-    if (!PyArg_ParseTuple(args, "OUOOO!KKOKOKnOOOssp:Caller", &spirit, &name, &acquire,
+    PyObject *guard_name = str_guard;
+    if (!PyArg_ParseTuple(args, "OUOOO!KKOKOKnOOOssp|U:Caller", &spirit, &name, &acquire,
                           &release, &PyList_Type, &stack, &ctx, &faddr, &buf, &baddr, &trapbuf,
                           &taddr, &nslots, &failed, &convert, &arity, &params, &results,
-                          &tracked))
+                          &tracked, &guard_name))
         return NULL;
     size_t np = strlen(params), nr = strlen(results);
     if (!valid_codes(params) || !valid_codes(results)) {
@@ -267,6 +269,7 @@ static PyObject *caller_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     self->trapbuf = Py_NewRef(trapbuf);
     self->failed = Py_NewRef(failed);
     self->convert = Py_NewRef(convert);
+    self->guard_name = Py_NewRef(guard_name);
     self->dict = PyObject_GenericGetDict(spirit, NULL);
     if (self->dict == NULL || !PyDict_Check(self->dict)) {
         Py_DECREF(self);
@@ -295,7 +298,7 @@ static PyObject *caller_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
 
 #define CALLER_FIELDS(X)                                                                    \
     X(spirit) X(name) X(acquire) X(release) X(stack) X(buf) X(trapbuf) X(failed) X(convert) \
-    X(arity) X(lock) X(dict)
+    X(arity) X(lock) X(dict) X(guard_name)
 
 static int caller_traverse(PyObject *op, visitproc visit, void *arg) {
     Caller *self = (Caller *)op;

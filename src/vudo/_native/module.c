@@ -134,8 +134,13 @@ static wasmtime_error_t *epoch_callback(wasmtime_context_t *ctx, void *data, uin
 
 static PyObject *set_epoch_callback(PyObject *self, PyObject *args) {
     unsigned long long store;
-    PyObject *fn;
-    if (!PyArg_ParseTuple(args, "KO", &store, &fn)) return NULL;
+    PyObject *fn, *interrupt_name = NULL;
+    if (!PyArg_ParseTuple(args, "KO|U", &store, &fn, &interrupt_name)) return NULL;
+    if (interrupt_name != NULL) { /* the attribute naming why a call stopped (process-wide) */
+        Py_INCREF(interrupt_name);
+        PyUnicode_InternInPlace(&interrupt_name);
+        Py_XSETREF(str_interrupt, interrupt_name);
+    }
     vudo_wt.store_epoch_deadline_callback((wasmtime_store_t *)(uintptr_t)store, epoch_callback,
                                           fn, NULL);
     Py_RETURN_NONE;
@@ -300,7 +305,8 @@ static PyMethodDef methods[] = {
      "start_ticker(engine, engine_ptr, interval_s): start the epoch thread (idempotent)."},
     {"ticker_running", ticker_is_running, METH_NOARGS, "Whether the epoch thread runs."},
     {"set_epoch_callback", set_epoch_callback, METH_VARARGS,
-     "set_epoch_callback(store_ptr, on_epoch): native epoch-deadline callback (borrowed)."},
+     "set_epoch_callback(store_ptr, on_epoch[, interrupt_attr]): native epoch-deadline "
+     "callback; on_epoch is borrowed, Ctrl-C sets on_epoch.__self__.<interrupt_attr>."},
     {"set_gil_policy", set_gil_policy, METH_O, "0 auto, 1 hold, 2 release."},
     {"gil_stats", gil_stats, METH_NOARGS,
      "(calls holding the GIL, released at start, released at an epoch tick)."},
