@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
+import importlib.util
 import logging
 import os
 import threading
@@ -70,12 +72,10 @@ BUILTIN_PROVIDERS: dict[str, Callable[[Spirit, tuple[str, ...], tuple[str, ...]]
 def _load() -> tuple[ModuleType | None, str | None]:
     if os.environ.get("VUDO_NATIVE", "").strip() == "0":
         return None, "disabled by VUDO_NATIVE=0"
-    import importlib.util
-
     if importlib.util.find_spec(f"{__package__}._cnative") is None:
         return None, "extension vudo._cnative not built (no C compiler at install time?)"
     try:
-        from . import _cnative  # type: ignore[attr-defined]
+        _cnative: Any = importlib.import_module(f"{__package__}._cnative")
     except ImportError as exc:
         return None, f"extension vudo._cnative failed to import: {exc}"
     try:
