@@ -353,6 +353,7 @@ def role_recv(args: argparse.Namespace) -> None:
         m = _recv_wait(b, args.me, 30.0)
         assert isinstance(m, Message)
         _say("GOT", m.from_, m.payload.decode())
+        b.done(args.me, m)  # the work (printing) is done: never deliver it again
         n += 1
         if args.die_after and n == args.die_after:
             # Die with prefetched, unacknowledged messages in the local inbox and senders
