@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import struct
+import weakref
 from collections.abc import Callable
 
 from ..abi import ResultCode
@@ -22,6 +23,13 @@ _log = logging.getLogger("vudo.messaging")
 _OK = int(ResultCode.OK)
 _ERROR = int(ResultCode.ERROR)
 _INVALID = int(ResultCode.INVALID_ARG)
+
+#: Per Spirit, the message behind each block handed out by a broker with ``done`` (NATS), so
+#: ``vudo_free_message`` can tell the broker the Spirit is finished with it (it is then
+#: acknowledged and never delivered again).
+_DONE_BLOCKS: weakref.WeakKeyDictionary[object, dict[int, Message]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _refuse_oversized(ctx: LoaContext, fn: str) -> Callable[[int, int], int]:
@@ -81,6 +89,8 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
     outstanding = spirit._message_blocks
 
     requeue: Callable[[Message], None] | None = getattr(broker, "requeue", None)
+    finishes = getattr(broker, "done", None) is not None
+    done_blocks = _DONE_BLOCKS.setdefault(spirit, {}) if finishes else {}
     alloc, write = mem.allocator.alloc, mem.write_bytes  # bound once: this is a hot path
 
     def take_then_allocate() -> int:
@@ -124,6 +134,8 @@ def vudo_recv(ctx: LoaContext) -> Callable[[], int]:
                 ptr = bigger
         mem.write_bytes(ptr, block)
         outstanding.add(ptr)
+        if finishes:
+            done_blocks[ptr] = taken
         return ptr
 
     return take_then_allocate if requeue is not None else allocate_then_take
@@ -164,8 +176,12 @@ def vudo_broadcast(ctx: LoaContext) -> Callable[[int, int], int]:
 
 def vudo_free_message(ctx: LoaContext) -> Callable[[int], None]:
     """Release a block returned by ``vudo_recv``; other pointers are ignored."""
-    free = ctx.spirit.memory_or_null.allocator.free
-    outstanding = ctx.spirit._message_blocks
+    spirit = ctx.spirit
+    free = spirit.memory_or_null.allocator.free
+    outstanding = spirit._message_blocks
+    done: Callable[[str, Message], bool] | None = getattr(spirit.broker, "done", None)
+    done_blocks = _DONE_BLOCKS.setdefault(spirit, {}) if done is not None else {}
+    name = spirit.name
 
     def host(ptr: int) -> None:
         try:
@@ -173,5 +189,9 @@ def vudo_free_message(ctx: LoaContext) -> Callable[[int], None]:
         except KeyError:
             return  # not a message block: never free what the Spirit did not receive
         free(ptr & _MASK)
+        if done is not None:
+            msg = done_blocks.pop(ptr & _MASK, None)
+            if msg is not None:
+                done(name, msg)  # finished: acknowledge it (a crash will not redeliver it)
 
     return host
