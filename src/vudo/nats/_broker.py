@@ -113,7 +113,8 @@ class NatsBroker(Lifecycle):
         self._out_seq = 0
         self._wake_scheduled = False
         self._need_resend = False
-        self._full = {}
+        self._resending = False
+        self._blocked = {}
         self._sent_seqs = {}
         self._connected = False
         self._closed = False

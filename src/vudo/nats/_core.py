@@ -73,6 +73,7 @@ class Out:
     msg_id: str
     sent_at: float = 0.0
     attempts: int = 0
+    deleting: bool = False  # its stored copy overtook a refused message and is being removed
 
 
 class Core:

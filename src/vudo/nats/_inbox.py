@@ -58,7 +58,7 @@ class Inboxes(Outbox):
 
         await self._send_acks(confirm=False)
         with self._lock:
-            old = self._consumer
+            old = self._consumer_name(self._consumer_gen) if self._consumer_gen else ""
             self._consumer_gen += 1
             self._consumer = self._consumer_name(self._consumer_gen)
             self._reqs.clear()
@@ -97,7 +97,7 @@ class Inboxes(Outbox):
         now = time.monotonic()
         for k in [k for k, (_, deadline) in self._reqs.items() if deadline < now]:
             del self._reqs[k]  # expired without a status message (lost with a connection)
-        while self._connected and len(self._reqs) < 2 and \
+        while self._connected and self._consumer and len(self._reqs) < 2 and \
                 sum(r[0] for r in self._reqs.values()) < PULL_BATCH:
             self._req_seq += 1
             k = self._req_seq

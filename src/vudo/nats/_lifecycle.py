@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from ..errors import BrokerUnavailable
@@ -16,6 +17,8 @@ _log = logging.getLogger("vudo.nats")
 class Lifecycle(Inboxes):
     """The connection's life: start-up, the periodic tick, recovery after a reconnection."""
 
+    #: Seconds the last recovery after a reconnection took (re-send, heartbeat, watch, consumer).
+    last_recovery: float | None = None
     _tasks: list[asyncio.Task[None]]
     _recover_task: asyncio.Task[None] | None
 
@@ -45,6 +48,10 @@ class Lifecycle(Inboxes):
             if self._connected and not self._closed:
                 _log.warning("lost the connection to NATS at %s; reconnecting", self.url)
             self._connected = False
+            self._resending = True
+            # Until the consumer is re-created, nothing is pulled or taken from it: the old one
+            # would deliver what follows the messages it lost in flight, ahead of them.
+            self._consumer = ""
             # nats-py would replay what it buffered before noticing the break, and then we
             # re-send every unconfirmed message: the replay would overtake the first re-sends
             # and break per-sender order. We re-send (and re-acknowledge) everything ourselves.
@@ -179,12 +186,14 @@ class Lifecycle(Inboxes):
     # failure recovery ----------------------------------------------------------------------
     async def _recover(self) -> None:
         """After a reconnection: re-send, re-watch and re-create the consumer until it works."""
+        started = time.perf_counter()
         await self._resend_all()
         while self._connected and not self._closed:
             try:
                 await self._heartbeat_once()  # also proves JetStream is back
                 await self._restart_watch()
                 await self._reset_consumer()
+                self.last_recovery = time.perf_counter() - started
                 _log.info("NATS session %r recovered (%d inboxes)", self.session,
                           len(self._inboxes))
                 return

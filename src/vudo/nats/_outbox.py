@@ -9,6 +9,7 @@ PubAck is dropped by JetStream's duplicate filter, and re-sends always go out ol
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import time
@@ -23,8 +24,8 @@ from ._wire import HEAD_SIZE, encode, name_token
 _log = logging.getLogger("vudo.nats")
 #: Room left in a NATS message for the subject, reply and header when checking the size.
 _ENVELOPE = 512
-#: How long a recipient found full refuses further posts before one is let through again.
-_FULL_BACKOFF = 0.05
+#: Delay before a message refused by a full inbox is offered again.
+_FULL_RETRY = 0.05
 _H_ID = "Nats-Msg-Id"
 
 
@@ -43,9 +44,10 @@ class Outbox(Claims):
     _out_seq: int
     _wake_scheduled: bool
     _need_resend: bool
+    _resending: bool
     _wake: asyncio.Event | None
     _ack_prefix: str
-    _full: dict[str, float]
+    _blocked: dict[str, list[Out]]
     _sent_seqs: dict[str, deque[tuple[int, str]]]
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
@@ -65,8 +67,7 @@ class Outbox(Claims):
             _log.warning("message %r -> %r of %d bytes exceeds the NATS maximum payload",
                          from_, to, len(data))
             return ResultCode.ERROR
-        full_since = self._full.get(to)
-        if full_since is not None and time.monotonic() - full_since < _FULL_BACKOFF:
+        if to in self._blocked:
             self.refused += 1
             return ResultCode.ERROR  # its inbox in the stream is full (max_inbox)
         frame = encode(from_, channel, time.time() * 1000.0, epoch_bytes(claim.epoch), data)
@@ -133,24 +134,49 @@ class Outbox(Claims):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._connected:
+            # Nothing new goes out while unconfirmed messages wait to be re-sent: it would be
+            # stored before them and break per-sender order.
+            while self._connected and not self._resending:
                 with self._lock:
                     if not self._outbox or len(self._inflight) >= self.window:
                         break
                     item = self._outbox.popleft()
                     self._inflight[item.seq] = item
+                    if item.to in self._blocked:
+                        self._block(item)  # waits its turn behind a refused message
+                        continue
                 try:
                     await self._publish(item)
                 except Exception as e:
                     _log.debug("publish failed: %r", e)
-                    self._need_resend = True
+                    self._need_resend = self._resending = True
                     break
 
     async def _resend_all(self) -> None:
         """Publish every unconfirmed message again, oldest first (ids make repeats harmless)."""
         self._need_resend = False
         with self._lock:
-            items = sorted(self._inflight.values(), key=lambda o: o.seq)
+            items = sorted((o for o in self._inflight.values()
+                            if o.to not in self._blocked or self._blocked[o.to][0] is o),
+                           key=lambda o: o.seq)
+        if items and self._connected:
+            # Stop and wait on the oldest first: while the stream is still coming back some
+            # re-sends would be refused and later ones stored, overtaking them.
+            first = items[0]
+            try:
+                reply = await self._nc.request(first.subject, first.data,
+                                               timeout=self.request_timeout,
+                                               headers={_H_ID: first.msg_id})
+            except Exception as e:
+                _log.debug("re-publish of the oldest message failed: %r", e)
+                self._need_resend = True
+                return
+            self._settle(first.seq, reply.data)
+            with self._lock:
+                if first.seq in self._inflight:
+                    self._need_resend = True
+                    return  # refused (stream not ready, inbox full): try again later
+            items = items[1:]
         for item in items:
             if not self._connected:
                 self._need_resend = True
@@ -161,6 +187,9 @@ class Outbox(Claims):
                 _log.debug("re-publish failed: %r", e)
                 self._need_resend = True
                 return
+        self._resending = False
+        if self._wake is not None:
+            self._wake.set()
 
     async def _outbox_tick(self) -> None:
         with self._lock:
@@ -170,8 +199,15 @@ class Outbox(Claims):
             age = time.monotonic() - oldest.sent_at
             # A refused publish (JetStream starting, inbox full) is retried soon; a missing
             # PubAck (lost with a connection) after ``retry_after``.
-            if age > self.retry_after or (self._need_resend and age > 0.1):
+            if age > self.retry_after or self._resending or (self._need_resend and age > 0.1):
                 await self._resend_all()
+        elif self._resending:
+            self._resending = False
+        with self._lock:
+            stuck = [lst[0].to for lst in self._blocked.values()
+                     if time.monotonic() - lst[0].sent_at > 4 * _FULL_RETRY]
+        for to in stuck:
+            self._send_head(to)
         if more and self._wake is not None:
             self._wake.set()
 
@@ -180,11 +216,15 @@ class Outbox(Claims):
             seq = int(msg.subject.rsplit(".", 1)[1])
         except ValueError:
             return
+        self._settle(seq, msg.data)
+
+    def _settle(self, seq: int, data: bytes) -> None:
+        """Apply JetStream's answer to the publish of outbox message ``seq`` (on the loop)."""
         error: dict[str, Any] | None = None
         stored = 0
-        if msg.data:
+        if data:
             try:
-                resp = json.loads(msg.data)
+                resp = json.loads(data)
                 error = resp.get("error")
                 stored = int(resp.get("seq", 0))
             except ValueError:
@@ -196,10 +236,23 @@ class Outbox(Claims):
             item = self._inflight.get(seq)
             if item is None:
                 return
+            blocked = self._blocked.get(item.to)
+            if error is None and blocked and blocked[0].seq < item.seq and item not in blocked:
+                # Stored while an earlier message to the same inbox waits for room: remove
+                # this copy and send it again after that one, so order per sender holds.
+                item.deleting = True
+                self._block(item)
+                self._spawn(self._take_back(item, stored))
+                return
             if error is None:
                 del self._inflight[seq]
                 self.sent += 1
-                self._full.pop(item.to, None)
+                if blocked and blocked[0] is item:
+                    blocked.pop(0)
+                    if blocked:
+                        self._loop.call_soon(self._send_head, item.to)
+                    else:
+                        del self._blocked[item.to]
                 wake = bool(self._outbox)
                 claim = self._registry.get(item.to)
                 if claim is None or claim.epoch != item.epoch:
@@ -216,19 +269,64 @@ class Outbox(Claims):
                 description = str(error.get("description", ""))
                 if "maximum messages per subject" in description or error.get("err_code") in (
                         10077, 10078):
-                    self._full[item.to] = time.monotonic()  # retried until there is room
-                    self._need_resend = True
+                    # The inbox is full: from now on its messages go one at a time, in order,
+                    # each retried until there is room; posts to it return ERROR meanwhile.
+                    if item not in (blocked or ()):
+                        self._block(item)
+                    self._loop.call_later(_FULL_RETRY, self._send_head, item.to)
                 elif error.get("code") != 503 and item.attempts >= 5:
                     del self._inflight[seq]
                     self.failed += 1
                     _log.error("JetStream refused a message to %s: %s", item.subject,
                                description)
                 else:
-                    self._need_resend = True
+                    self._need_resend = self._resending = True  # e.g. a leader election
             if not self._outbox and not self._inflight:
                 self._changed.notify_all()
         if wake and self._wake is not None:
             self._wake.set()
+
+    def _block(self, item: Out) -> None:
+        """Queue ``item`` behind the refused messages to its recipient (with the lock)."""
+        bisect.insort(self._blocked.setdefault(item.to, []), item, key=lambda o: o.seq)
+
+    def _send_head(self, to: str) -> None:
+        """Offer the oldest refused message to ``to`` again (on the loop)."""
+        with self._lock:
+            lst = self._blocked.get(to)
+            head = lst[0] if lst else None
+        if head is None or head.deleting or not self._connected:
+            return
+        head.sent_at = time.monotonic()
+        self._spawn(self._publish(head))
+
+    async def _take_back(self, item: Out, sseq: int) -> None:
+        """Delete the stored copy of an overtaking message; it is sent again in its turn."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self._js.delete_msg(self._stream, sseq)
+            taken_back = True
+        except NotFoundError:
+            taken_back = False  # received already: it stays delivered (out of order)
+        with self._lock:
+            lst = self._blocked.get(item.to, [])
+            item.deleting = False
+            if taken_back:
+                item.attempts += 1
+                item.msg_id = f"{self._instance}{item.seq:x}r{item.attempts}"  # a new copy
+                head = bool(lst) and lst[0] is item
+            else:
+                _log.debug("a message to %r overtook a refused one and was received", item.to)
+                if item in lst:
+                    lst.remove(item)
+                self._inflight.pop(item.seq, None)
+                self.sent += 1
+                head = bool(lst)
+                if not lst:
+                    self._blocked.pop(item.to, None)
+        if head:
+            self._send_head(item.to)
 
     async def _delete(self, sseq: int) -> None:
         from nats.js.errors import NotFoundError
