@@ -64,6 +64,9 @@ def _line(p: subprocess.Popen[str], prefix: str) -> str:
 
 # --- raw nats-py ---------------------------------------------------------------------------
 
+async def _ignore(_msg: object) -> None:
+    """PubAcks the raw round trip does not wait for (NatsBroker's post does not either)."""
+
 async def _raw_stream(js: object, name: str, subjects: list[str]) -> None:
     from nats.js import api
 
@@ -142,7 +145,7 @@ async def raw_echo(url: str, session: str) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     inbox = nc.new_inbox()
-    await nc.subscribe(inbox, cb=lambda _m: asyncio.sleep(0))
+    await nc.subscribe(inbox, cb=_ignore)
     sub = await js.subscribe(f"raw.{session}.pong", durable="pong", manual_ack=True)
     print("READY", flush=True)
     async for msg in sub.messages:
@@ -162,7 +165,7 @@ async def raw_rtt(url: str, session: str, k: int) -> list[float]:
     await _raw_stream(js, f"RAWRTT_{session}", [f"raw.{session}.>"])
     sub = await js.subscribe(f"raw.{session}.ping", durable="ping", manual_ack=True)
     inbox = nc.new_inbox()
-    await nc.subscribe(inbox, cb=lambda _m: asyncio.sleep(0))
+    await nc.subscribe(inbox, cb=_ignore)
     echo = _peer("raw_echo", url, session)
     await asyncio.get_running_loop().run_in_executor(None, _line, echo, "READY")
     rtts = []
