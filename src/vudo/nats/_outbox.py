@@ -309,6 +309,10 @@ class Outbox(Claims):
             taken_back = True
         except NotFoundError:
             taken_back = False  # received already: it stays delivered (out of order)
+        except Exception as e:  # no answer (an outage): the copy may still be there
+            _log.debug("deleting an overtaking copy failed (%r); trying again", e)
+            self._loop.call_later(0.2, lambda: self._spawn(self._take_back(item, sseq)))
+            return
         with self._lock:
             lst = self._blocked.get(item.to, [])
             item.deleting = False
