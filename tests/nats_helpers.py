@@ -128,9 +128,13 @@ class NatsCluster:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every node and wait until JetStream has a meta leader."""
-        for n in self.nodes:
-            n.start()
-        wait_until(self._jetstream_ready, timeout, "the cluster's JetStream", step=0.2)
+        try:
+            for n in self.nodes:
+                n.start()
+            wait_until(self._jetstream_ready, timeout, "the cluster's JetStream", step=0.2)
+        except BaseException:
+            self.stop()  # never leave a node running
+            raise
 
     def _jetstream_ready(self) -> bool:
         import asyncio
