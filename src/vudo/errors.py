@@ -67,6 +67,14 @@ class LinkError(LoadError):
         super().__init__(source, f"{len(unresolved)} unresolved import(s):\n  {lines}")
 
 
+class ForeignReferenceError(VudoError, TypeError):
+    """A wasm reference was passed to a Spirit other than the one it belongs to."""
+
+
+class InvalidLimitsError(VudoError, ValueError):
+    """A :class:`~vudo.limits.Limits` value is not a usable limit (nan, a string, 1.5 fuel...)."""
+
+
 class UnknownExportError(VudoError, AttributeError):
     """A function that the Spirit does not export was called."""
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast, overload
 
 import wasmtime
 
-from . import _engine, _ffi
+from . import _engine, _ffi, _valtypes
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
@@ -172,6 +172,7 @@ def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Modu
             module = wasmtime.Module(_engine.engine, data)
     except wasmtime.WasmtimeError as exc:
         raise LoadError(label, f"invalid WebAssembly module: {engine_message(exc)}") from None
+    _valtypes.check_module(module, data, label)  # before wasmtime-py describes any signature
     return module, label, default_name
 
 
@@ -179,7 +180,7 @@ def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Modu
 # Signatures
 # ------------------------------------------------------------------------------------------
 def _vt(t: wasmtime.ValType) -> ValType:
-    return cast(ValType, str(t))
+    return cast(ValType, _valtypes.type_name(t))
 
 
 def _sig(params: Iterable[str], results: Iterable[str]) -> str:
@@ -254,7 +255,7 @@ def _caller_template(
                 lo, hi = _INT_LIMITS[t]
                 lines.append(f"                if not {lo} <= {names[i]} <= {hi}:")
                 lines.append("                    convert(args)")
-            lines.append(f"                s{i}.{t} = {names[i]}")
+            lines.append(f"                {_valtypes.param_stmt(t, f's{i}', names[i])}")
         lines += ["            except TypeError:", "                convert(args)"]
     call = "call_unchecked(ctx, faddr, baddr, nslots, taddr)"
     if tracked:
@@ -274,16 +275,16 @@ def _caller_template(
     if not results:
         lines.append("            return None")
     elif len(results) == 1:
-        lines.append(f"            return s0.{results[0]}")
+        lines.append(f"            return {_valtypes.result_expr(results[0], 's0')}")
     else:
-        values = ", ".join(f"s{i}.{t}" for i, t in enumerate(results))
+        values = ", ".join(_valtypes.result_expr(t, f"s{i}") for i, t in enumerate(results))
         lines.append(f"            return ({values},)")
     lines += [
         "        finally:",
         "            release()",
         "    return call",
     ]
-    ns: dict[str, Any] = {}
+    ns: dict[str, Any] = dict(_valtypes.TEMPLATE_NAMES)
     exec("\n".join(lines), ns)  # generated from wasm type names only
     tmpl = cast(Callable[..., Any], ns["make"])
     _CALLER_CACHE[key] = tmpl
@@ -478,7 +479,10 @@ class Spirit:
             self._deadline = None
             self._interrupt = None
         self.store.set_fuel(2**63 - 1)
-        self.exports: dict[str, Any] = dict(self.instance.exports(self.store))
+        shape = _valtypes.shape_of(module)
+        self.exports: dict[str, Any] = (
+            dict(self.instance.exports(self.store)) if shape is None else
+            _valtypes.exports_by_name(self.instance, self.store, (n for n, _ in shape.exports)))
         mem = self.exports.get("memory")
         if not isinstance(mem, wasmtime.Memory):
             mem = imported_memory or next(
@@ -738,6 +742,13 @@ class Spirit:
 
         def convert(args: tuple[Any, ...]) -> None:
             for i, (t, value) in enumerate(zip(params, args, strict=True)):
+                if t in _valtypes.REF_TYPES:
+                    try:
+                        _valtypes.check_arg(self, t, value)
+                    except TypeError as exc:
+                        raise type(exc)(
+                            f"{self.name}.{name}{signature}: argument {i}: {exc}") from None
+                    continue
                 ok = isinstance(value, int) if t in _INT_TYPES else isinstance(value, int | float)
                 if not ok:
                     raise TypeError(
