@@ -1,8 +1,8 @@
 """Shared test fixtures.
 
 The compile cache's disk directory is pointed at a throwaway directory for the whole session
-*before* vudo is imported (``VUDO_CACHE_DIR`` is read at import), so tests never write to the
-user's cache.
+with an explicit ``vudo.configure_cache`` call (and ``VUDO_CACHE_DIR`` for subprocesses such as
+CLI runs), so tests never write to the user's cache.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import pytest  # noqa: E402
 import wasmtime  # noqa: E402
 
 import vudo  # noqa: E402
+
+vudo.configure_cache(_SESSION_CACHE_DIR)
 
 #: The repository root (the directory holding ``src/`` and ``tests/``).
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -6,14 +6,18 @@ together in a :class:`Seance` that pass messages to each other.
 
 from __future__ import annotations
 
+from ._engine import configure_cache
+from ._valtypes import ExternRef, FuncRef
 from .abi import HOST_FUNCTIONS, NAMESPACES, EffectId, HostFunctionSpec, LogLevel, ResultCode
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .broker import Message, MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
 from .errors import (
     BrokerUnavailable,
+    ForeignReferenceError,
     FuelExhausted,
     HostFunctionError,
+    InvalidLimitsError,
     LimitExceeded,
     LinkError,
     LoadError,
@@ -64,13 +68,17 @@ __all__ = [
     "DefaultEffectHandler",
     "EffectHandler",
     "EffectId",
+    "ExternRef",
+    "ForeignReferenceError",
     "FreeListAllocator",
     "FuelExhausted",
+    "FuncRef",
     "GeneField",
     "GeneLayout",
     "HostFunction",
     "HostFunctionError",
     "HostFunctionSpec",
+    "InvalidLimitsError",
     "LimitExceeded",
     "Limits",
     "LinkError",
@@ -111,6 +119,7 @@ __all__ = [
     "WasmMemory",
     "__version__",
     "aload_spirit",
+    "configure_cache",
     "create_loa",
     "f32",
     "f64",

@@ -167,7 +167,7 @@ def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Modu
         return data, label, default_name
     try:
         if cache:
-            module = _engine.compile_cache.get_or_compile(data)
+            module = _engine.get_compile_cache().get_or_compile(data)
         else:
             module = wasmtime.Module(_engine.engine, data)
     except wasmtime.WasmtimeError as exc:
