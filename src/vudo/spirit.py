@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast, overload
 
 import wasmtime
 
-from . import _engine, _ffi, _valtypes
+from . import _engine, _ffi, _signals, _valtypes
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
@@ -285,7 +285,8 @@ def _caller_template(
         "    return call",
     ]
     ns: dict[str, Any] = dict(_valtypes.TEMPLATE_NAMES)
-    exec("\n".join(lines), ns)  # generated from wasm type names only
+    # Compiled under the call-path file name: a signal landing in it is deferred (_signals).
+    exec(compile("\n".join(lines), _signals.CALL_PATH_FILE, "exec"), ns)
     tmpl = cast(Callable[..., Any], ns["make"])
     _CALLER_CACHE[key] = tmpl
     return tmpl
@@ -346,7 +347,7 @@ def _trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> C
         "unpack": struct.Struct("<" + "".join(_SLOT_FORMAT[t] for t in params)).unpack,
         "pack_into": struct.Struct("<" + "".join(_RESULT_FORMAT[t] for t in results)).pack_into,
     }
-    exec(src, ns)  # generated from wasm type names only
+    exec(compile(src, _signals.CALL_PATH_FILE, "exec"), ns)  # from wasm type names only
     tmpl = cast(Callable[..., Any], ns["make"])
     _TRAMPOLINE_CACHE[key] = tmpl
     return tmpl
@@ -406,6 +407,7 @@ class Spirit:
         if not self.broker.is_registered(name):
             self.broker.register(name, capacity=self.limits.max_inbox)
         self._trace = trace
+        _signals.protect()  # Ctrl-C/SIGTERM in a call path: deferred to a safe point
 
         self._lock = threading.RLock()
         #: Export names currently executing, outermost first.
@@ -462,6 +464,10 @@ class Spirit:
             self.instance = wasmtime.Instance(self.store, module, externs)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             pending, self._pending = self._pending, None
+            if self._interrupt == "keyboard":
+                raise KeyboardInterrupt(f"interrupted Spirit {name!r} while it started") from None
+            if pending is not None and not isinstance(pending, Exception):
+                raise pending from None  # SystemExit from a signal handler, KeyboardInterrupt
             if pending is not None:
                 raise LoadError(source_label, f"start function failed: {pending}") from pending
             if self._interrupt == "timeout":
@@ -800,6 +806,9 @@ class Spirit:
     def _on_epoch(self, _ctx: Any, _env: Any, delta: Any, kind: Any) -> int:
         """Epoch tick while this Spirit runs: carry on, or interrupt (timeout, dismissal)."""
         try:
+            if _signals.has_pending():  # a handler deferred from inside a call runs here; it may
+                self.store.set_epoch_deadline(1)  # call in, which must not hit this deadline
+                _signals.run_deferred()
             if self._cancelled:
                 self._interrupt = "cancelled"
             elif self._deadline is not None and time.monotonic() >= self._deadline:
@@ -810,10 +819,9 @@ class Spirit:
                 return 0
         except KeyboardInterrupt:  # Ctrl-C while wasm spins: stop the call, re-raise after
             self._interrupt = "keyboard"
-        except BaseException:  # never let an exception escape into wasmtime
-            delta[0] = 1
-            kind[0] = 0
-            return 0
+        except BaseException as exc:  # never into wasmtime: a handler's SystemExit stops the call
+            self._pending = exc
+            self._interrupt = "signal"
         return _ffi.error_new(f"interrupted: {self._interrupt}")
 
     def _call_failed(self, function: str, err: int | None, trapbuf: ctypes.c_void_p) -> None:
@@ -1005,6 +1013,9 @@ class Spirit:
         state = "terminated" if self._terminated else "live"
         n = len(self._callers)
         return f"<Spirit {self.name!r} from {self.source} ({state}, {n} functions)>"
+
+
+_signals.register(Spirit._on_epoch)
 
 
 def _trap_cause(message: str) -> str:

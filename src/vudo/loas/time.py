@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from time import monotonic as _monotonic
 
+from .. import _signals
 from ..errors import SpiritTerminated, SpiritTimeout
 from ..loa import LoaContext
 from ..providers import SystemTimeProvider
@@ -34,7 +35,7 @@ def vudo_sleep(ctx: LoaContext) -> Callable[[int], None]:
             if ms > left:
                 ms, cut = left, True
         if wake is not None:
-            wake(ms / 1000)
+            _signals.interruptible_wait(spirit, ms / 1000)  # also ends on a deferred signal
         else:
             sleep(ms)
         if spirit._cancelled:
