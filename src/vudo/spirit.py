@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast, overload
 
 import wasmtime
 
-from . import _engine, _ffi, _signals, _valtypes
+from . import _engine, _ffi, _safety, _signals, _valtypes
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
@@ -678,7 +678,10 @@ class Spirit:
         hname = b.name
 
         def fail(exc: BaseException) -> int:
-            return self._host_failed(hname, exc)
+            try:
+                return self._host_failed(hname, exc)
+            except BaseException:  # nothing may escape into wasmtime: still trap
+                return _safety.last_resort_trap()
 
         def unbound(*_args: Any) -> Any:
             raise VudoError(f"host function {hname} called before the Spirit finished loading")
@@ -704,12 +707,12 @@ class Spirit:
         elif not isinstance(exc, VudoError | KeyboardInterrupt | SystemExit):
             wrapped = HostFunctionError(
                 self.name, self.current_function,
-                f"host function {hname} raised {type(exc).__name__}: {exc}",
+                f"host function {hname} raised {type(exc).__name__}: {_safety.text_of(exc)}",
             )
             wrapped.__cause__ = exc
             exc = wrapped
         self._pending = exc
-        return _ffi.trap_new(f"host function {hname} failed: {exc}")
+        return _ffi.trap_new(f"host function {hname} failed: {_safety.text_of(exc)}")
 
     def _run_coroutine(self, coro: Any) -> Any:
         """Run an ``async def`` host function's coroutine to completion for the Spirit."""
