@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast, overload
 
 import wasmtime
 
-from . import _engine, _ffi, _safety, _signals, _valtypes
+from . import _budget, _engine, _ffi, _safety, _signals, _valtypes
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
@@ -429,11 +429,9 @@ class Spirit:
         self.store = wasmtime.Store(_engine.engine)
         self._ctx = _ffi.context_address(self.store)
         if self.limits.max_memory is not None:
-            # Table elements cost the host 8 bytes each outside linear memory: same budget.
+            # One budget for all memories and tables together (table elements: 8 bytes).
             self.store.set_limits(
-                memory_size=self.limits.max_memory,
-                table_elements=max(self.limits.max_memory // 8, 1),
-            )
+                **_budget.store_limits(_valtypes.shape_of(module), self.limits.max_memory))
         self.store.set_fuel(2**63 - 1)
         self.store.set_epoch_deadline(1)
         epoch_cb = _ffi.EPOCH_CALLBACK(self._on_epoch)
