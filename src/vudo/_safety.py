@@ -8,11 +8,18 @@ and a failure to build the error at all still ends in a real trap.
 from __future__ import annotations
 
 import resource
+import sys
 import threading
 
 from . import _ffi
+from .errors import StackExhausted
 
-__all__ = ["last_resort_trap", "text_of", "wasm_stack_budget"]
+__all__ = ["HEADROOM_FRAMES", "ensure_headroom", "last_resort_trap", "text_of",
+           "wasm_stack_budget"]
+
+#: Python frames a call must leave free below the recursion limit: its epoch callback and
+#: host functions run as ctypes callbacks, and one that cannot even start returns garbage.
+HEADROOM_FRAMES = 50
 
 _WASMTIME_DEFAULT_STACK = 512 * 1024
 _MIN_WASM_STACK = 64 * 1024
@@ -54,3 +61,20 @@ def wasm_stack_budget() -> int:
         sizes.append(configured)
     budget = min([_WASMTIME_DEFAULT_STACK, *(s // 2 for s in sizes)])
     return max(budget, _MIN_WASM_STACK)
+
+
+def ensure_headroom(spirit: str, function: str) -> None:
+    """Raise :class:`~vudo.errors.StackExhausted` when the Python stack is too deep to call.
+
+    Costs a frame walk (a few hundred ns), so only the call path of Spirits with limits pays it
+    (where an epoch callback that cannot start would make the timeout never fire).
+    """
+    depth_needed = sys.getrecursionlimit() - HEADROOM_FRAMES
+    try:
+        sys._getframe(depth_needed)
+    except ValueError:
+        return  # the stack is shallower than that: room enough
+    raise StackExhausted(
+        f"cannot call {function!r} on Spirit {spirit!r}: the Python stack is within "
+        f"{HEADROOM_FRAMES} frames of the recursion limit ({sys.getrecursionlimit()})"
+    )

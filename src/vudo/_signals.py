@@ -16,6 +16,7 @@ point, where whatever they raise is handled like any exception of a host functio
 - the next epoch tick of a Spirit running on the main thread (every few milliseconds while
   wasm runs, limits or not): a ``KeyboardInterrupt`` or ``SystemExit`` there stops the call,
   which raises it; a handler that returns lets the Spirit carry on;
+- the end of a host function (a Ctrl-C while it ran makes the call raise ``KeyboardInterrupt``);
 - ``vudo_sleep`` after its wake-up;
 - otherwise as soon as the main thread has left the call path (the signal is re-delivered).
 
@@ -35,8 +36,8 @@ from types import CodeType, FrameType
 from typing import Any
 
 __all__ = [
-    "CALL_PATH_FILE", "has_pending", "interruptible_wait", "pending", "protect", "register",
-    "run_deferred",
+    "CALL_PATH_FILE", "PENDING", "has_pending", "interruptible_wait", "pending", "protect",
+    "register", "run_deferred",
 ]
 
 #: The file name given to vudo's generated call paths and trampolines (see ``compile``).
@@ -48,8 +49,10 @@ _previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
 # Signals whose handler waits for a safe point, in arrival order. The handler only appends
 # (atomic under the GIL) and writes a byte to a pipe: it takes no lock, starts no thread and
 # sets no Event, since a second signal may interrupt it (a storm nests handlers) or land while
-# the main thread holds the very lock it would need.
+# the main thread holds the very lock it would need. Never rebound: trampolines hold it.
 _pending: list[int] = []
+#: The list itself, for generated code: ``if PENDING: run_deferred()`` costs one truth test.
+PENDING = _pending
 _lock = threading.Lock()  # between run_deferred and the re-deliverer, never in the handler
 _main = threading.main_thread()
 _pipe: tuple[int, int] | None = None
@@ -122,9 +125,10 @@ def _run_original(signum: int, frame: FrameType | None) -> None:
 
 
 def _take() -> list[int]:
-    global _pending
+    signals: list[int] = []
     with _lock:
-        signals, _pending = _pending, []  # a handler appends to one list or the other
+        while _pending:  # pop by pop: a handler may append between two bytecodes
+            signals.append(_pending.pop(0))
     return signals
 
 

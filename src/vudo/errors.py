@@ -75,6 +75,10 @@ class InvalidLimitsError(VudoError, ValueError):
     """A :class:`~vudo.limits.Limits` value is not a usable limit (nan, a string, 1.5 fuel...)."""
 
 
+class StackExhausted(VudoError, RecursionError):
+    """A Spirit call was refused: the Python stack is too close to the recursion limit."""
+
+
 class UnknownExportError(VudoError, AttributeError):
     """A function that the Spirit does not export was called."""
 

@@ -323,6 +323,9 @@ def _trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> C
         body.append(f"            r = {call}")
         masked = ", ".join(f"r[{i}]{_RESULT_MASK[t]}" for i, t in enumerate(results))
         body.append(f"            pack_into(view, 0, {masked})")
+    # A signal deferred while the host function ran (see _signals) is handled as it returns.
+    body.append("            if pending_signals:")
+    body.append("                run_deferred()")
     src = "\n".join([
         "def make(fail, fn):",
         "    last = 0",
@@ -346,6 +349,7 @@ def _trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> C
         "slots": ctypes.c_char * (16 * nslots),
         "unpack": struct.Struct("<" + "".join(_SLOT_FORMAT[t] for t in params)).unpack,
         "pack_into": struct.Struct("<" + "".join(_RESULT_FORMAT[t] for t in results)).pack_into,
+        "pending_signals": _signals.PENDING, "run_deferred": _signals.run_deferred,
     }
     exec(compile(src, _signals.CALL_PATH_FILE, "exec"), ns)  # from wasm type names only
     tmpl = cast(Callable[..., Any], ns["make"])
@@ -798,6 +802,7 @@ class Spirit:
         raise SpiritTerminated(self.name, function, self.termination_cause or "terminated")
 
     def _arm_limits(self, function: str) -> None:
+        _safety.ensure_headroom(self.name, function)  # callbacks must be able to run
         lim = self.limits
         if lim.fuel is not None and not self.call_stack:
             self.store.set_fuel(lim.fuel)

@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,15 +117,20 @@ def run_case(case: Case) -> Run:
         def preexec() -> None:
             resource.setrlimit(resource.RLIMIT_STACK, (limit, limit))
 
+    with tempfile.NamedTemporaryFile("w", suffix=".py", prefix=f"hostile-{case.name}-",
+                                     delete=False) as fh:
+        fh.write(source)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", source], capture_output=True, text=True, env=env,
+            [sys.executable, fh.name], capture_output=True, text=True, env=env,
             timeout=case.bound, preexec_fn=preexec,
         )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
         return Run(None, out, err, True)
+    finally:
+        os.unlink(fh.name)
     return Run(done.returncode, done.stdout, done.stderr, False)
 
 
