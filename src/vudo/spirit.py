@@ -313,6 +313,7 @@ def _trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> C
     body: list[str] = []
     if params:
         targets = ", ".join(names) + ("," if len(names) == 1 else "")
+        # unpack_from: the slot array is longer than the params when there are more results.
         body.append(f"            {targets} = unpack(view)")
     call = f"fn({', '.join(names)})"
     if not results:
@@ -322,7 +323,9 @@ def _trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> C
     else:
         body.append(f"            r = {call}")
         masked = ", ".join(f"r[{i}]{_RESULT_MASK[t]}" for i, t in enumerate(results))
-        body.append(f"            pack_into(view, 0, {masked})")
+        # The slots of *this* call: a re-entrant call of the same import rebinds ``view``.
+        body.insert(0, "            v = view")
+        body.append(f"            pack_into(v, 0, {masked})")
     # A signal deferred while the host function ran (see _signals) is handled as it returns.
     body.append("            if pending_signals:")
     body.append("                run_deferred()")
@@ -347,7 +350,7 @@ def _trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> C
     ])
     ns: dict[str, Any] = {
         "slots": ctypes.c_char * (16 * nslots),
-        "unpack": struct.Struct("<" + "".join(_SLOT_FORMAT[t] for t in params)).unpack,
+        "unpack": struct.Struct("<" + "".join(_SLOT_FORMAT[t] for t in params)).unpack_from,
         "pack_into": struct.Struct("<" + "".join(_RESULT_FORMAT[t] for t in results)).pack_into,
         "pending_signals": _signals.PENDING, "run_deferred": _signals.run_deferred,
     }
