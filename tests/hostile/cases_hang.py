@@ -164,5 +164,5 @@ CASES = [
         s = vudo.load_spirit(WASM)
         seconds = time.monotonic() - t0
         attempt(lambda: (len(s.functions), s.call("e15999")), seconds=seconds)
-        """, check=lambda o: o.get("result") == [16000, 3] and o["seconds"] < 15),
+        """, check=lambda o: o.get("result") == [16000, 3] and o["seconds"] < 5),
 ]

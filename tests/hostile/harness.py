@@ -27,7 +27,8 @@ DEFAULT_BOUND = 60.0
 PRELUDE = '''
 import json, os, signal, subprocess, sys, threading, time
 import vudo
-vudo.configure_cache(disk=False)
+if hasattr(vudo, "configure_cache"):  # absent on old versions (for before/after runs)
+    vudo.configure_cache(disk=False)
 WAT = {wat!r}
 WASM = bytes(__import__("wasmtime").wat2wasm(WAT)) if WAT else b""
 
@@ -109,6 +110,7 @@ def run_case(case: Case) -> Run:
     source = PRELUDE.format(wat=case.wat) + "\n" + textwrap.dedent(case.driver)
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo / "src"), "PYTHONFAULTHANDLER": "1",
+           "VUDO_CACHE_DIR": "",
            **case.env}
     preexec = None
     if case.stack_limit is not None:
