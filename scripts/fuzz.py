@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Run vudo's fuzz properties (tests/test_fuzz.py) for a long time, outside CI.
 
-Each round runs ``pytest tests/test_fuzz.py`` with the ``long`` Hypothesis profile and a fresh
-random seed, until the time is up. The first failing round stops the run and prints the command
+Each round runs ``pytest tests/test_fuzz.py tests/test_fuzz_types.py`` with the ``long``
+Hypothesis profile and a fresh random seed, until the time is up. The second file generates
+random valid modules whose imports and exports use unusual value types and signatures (SIMD,
+GC and typed references, multi-value, many export names) and expects them to load and run or
+fail with vudo errors only. The first failing round stops the run and prints the command
 that replays it (Hypothesis also keeps the failing example in ``.hypothesis/`` and tries it first
 next time)::
 
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET = "tests/test_fuzz.py"
+TARGETS = ["tests/test_fuzz.py", "tests/test_fuzz_types.py"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 0
     while True:
         cmd = [
-            sys.executable, "-m", "pytest", TARGET, "-q", "-x", "-p", "no:cacheprovider",
+            sys.executable, "-m", "pytest", *TARGETS, "-q", "-x", "-p", "no:cacheprovider",
             "-o", f"timeout={args.hang_seconds}", f"--hypothesis-seed={seed}",
             "--hypothesis-show-statistics",
         ]

@@ -189,3 +189,81 @@ def test_load_spirit_uses_the_cache(
     assert first.call("add", 1, 2) == second.call("add", 3, 4) - 4
     vudo.load_spirit(add_wasm, cache=False)
     assert cache.stats["compiled"] == 1  # cache=False bypasses it entirely
+
+
+# ------------------------------------------------------------------------------------------
+# Bounds: a long-running host that loads many modules does not keep them all
+# ------------------------------------------------------------------------------------------
+def numbered(n: int) -> bytes:
+    """A distinct small module per ``n``."""
+    return bytes(wasmtime.wat2wasm(f'(module (func (export "f") (result i32) i32.const {n}))'))
+
+
+def test_memory_cache_keeps_only_the_most_recently_used_modules() -> None:
+    cache = CompileCache(None, disk=False, max_entries=3)
+    modules = [numbered(i) for i in range(5)]
+    for wasm in modules:
+        cache.get_or_compile(wasm)
+    assert len(cache) == 3
+    cache.get_or_compile(modules[4])  # still held
+    cache.get_or_compile(modules[0])  # evicted: compiled again
+    assert cache.stats == {"compiled": 6, "memory_hits": 1, "disk_hits": 0}
+
+
+def test_memory_cache_is_bounded_in_bytes() -> None:
+    modules = [numbered(i) for i in range(4)]
+    cache = CompileCache(None, disk=False, max_bytes=2 * len(modules[0]))
+    for wasm in modules:
+        cache.get_or_compile(wasm)
+    assert len(cache) == 2 and cache.memory_bytes <= 2 * len(modules[0])
+
+
+def test_disk_cache_evicts_least_recently_used_beyond_its_size(tmp_path: Path) -> None:
+    cache = CompileCache(tmp_path)
+    for i in range(3):
+        cache.get_or_compile(numbered(i))
+    arts = sorted(artifacts(tmp_path), key=lambda p: p.stat().st_mtime)
+    assert len(arts) == 3
+    for age, art in enumerate(reversed(arts)):  # set the order explicitly: arts[0] oldest
+        os.utime(art, (1_000_000 - age, 1_000_000 - age))
+    cache.disk_max_bytes = sum(p.stat().st_size for p in arts[1:])
+    assert cache.evict_disk(now=1_000_001) == 1
+    assert artifacts(tmp_path) == sorted(arts[1:])
+    assert not arts[0].with_suffix(".sha256").exists()
+
+
+def test_disk_cache_evicts_artifacts_unused_for_too_long(tmp_path: Path) -> None:
+    cache = CompileCache(tmp_path, disk_max_age=86400)
+    cache.get_or_compile(numbered(1))
+    cache.get_or_compile(numbered(2))
+    old, new = artifacts(tmp_path)
+    os.utime(old, (0, 0))
+    assert cache.evict_disk() == 1
+    assert artifacts(tmp_path) == [new]
+
+
+def test_a_disk_hit_counts_as_a_use(tmp_path: Path) -> None:
+    CompileCache(tmp_path).get_or_compile(numbered(7))
+    (art,) = artifacts(tmp_path)
+    os.utime(art, (0, 0))
+    CompileCache(tmp_path, disk_max_age=86400).get_or_compile(numbered(7))
+    assert art.stat().st_mtime > 86400
+
+
+def test_configure_cache_replaces_the_process_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, add_wasm: bytes
+) -> None:
+    monkeypatch.setattr(_cache, "_cache", _cache.get_cache())  # restored after
+    cache = vudo.configure_cache(tmp_path, max_entries=1)
+    assert _cache.get_cache() is cache and cache.max_entries == 1
+    vudo.load_spirit(add_wasm)
+    assert artifacts(tmp_path) and cache.stats["compiled"] == 1
+    memory_only = vudo.configure_cache(disk=False)
+    assert not memory_only.disk
+
+
+@pytest.mark.parametrize("bad", [{"max_entries": -1}, {"disk_max_age": float("nan")},
+                                 {"max_bytes": "1MiB"}])
+def test_cache_bounds_are_checked(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        CompileCache(None, disk=False, **bad)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from ._host import (
 from ._memory import GeneField, GeneLayout, WasmMemory, gene_layout
 from ._providers import MessageBus, Providers
 from ._runtime.cache import configure_cache
+from ._runtime.valtypes import ExternRef, FuncRef
 from ._session import AsyncSeance, Seance
 from ._spirit import Spirit, aload_spirit, load_spirit
 from .errors import (
@@ -51,6 +52,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncSeance",
+    "ExternRef",
+    "FuncRef",
     "GeneField",
     "GeneLayout",
     "HostContext",
@@ -99,9 +102,10 @@ def native_available() -> bool:
 
 
 _ERROR_NAMES = (
-    "BrokerUnavailable ConfigError FuelExhausted HostFunctionError HostHeapExhausted "
-    "MemoryLimitExceeded NameTaken SeanceError SpiritAssertionError SpiritPanic "
-    "SpiritTerminated SpiritTimeout UnknownExportError UnresolvedImport"
+    "BrokerUnavailable CallCancelled ConfigError ForeignReferenceError FuelExhausted "
+    "HostFunctionError HostHeapExhausted InvalidLimitsError MemoryLimitExceeded NameTaken "
+    "SeanceError SpiritAssertionError SpiritPanic StackExhausted SpiritTerminated "
+    "SpiritTimeout UnknownExportError UnresolvedImport"
 ).split()
 _PROVIDER_NAMES = (
     "DebugHandler DefaultDebugHandler DefaultEffectHandler EffectHandler Logger LoggerBase "

@@ -23,6 +23,7 @@ from ._config import Limits, MemoryOptions
 from ._host import HostContext, HostFunction, Inbox, LoaRegistry, Marshal, marshal_for
 from ._host.context import make_inbox
 from ._memory import WasmMemory
+from ._runtime import valtypes
 from ._runtime.asyncbridge import AsyncBridge
 from .abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, ValType
 from .errors import LinkError, LoadError, UnresolvedImport
@@ -48,7 +49,7 @@ _trace_log = logging.getLogger("vudo.trace")
 
 def valtype(t: wasmtime.ValType) -> ValType:
     """The name of a wasm value type (``i32``, ``f64``, ``funcref``...)."""
-    return cast(ValType, str(t))
+    return cast(ValType, valtypes.type_name(t))
 
 
 def signature_text(params: tuple[str, ...], results: tuple[str, ...]) -> str:

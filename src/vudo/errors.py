@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerUnavailable",
+    "CallCancelled",
     "ConfigError",
     "FuelExhausted",
     "HostFunctionError",
@@ -95,6 +96,18 @@ class LinkError(LoadError):
         self.unresolved = unresolved
         lines = "\n  ".join(str(u) for u in unresolved)
         super().__init__(source, f"{len(unresolved)} unresolved import(s):\n  {lines}")
+
+
+class ForeignReferenceError(VudoError, TypeError):
+    """A wasm reference was passed to a Spirit other than the one it belongs to."""
+
+
+class InvalidLimitsError(ConfigError):
+    """A :class:`~vudo.limits.Limits` value is not a usable limit (nan, a string, 1.5 fuel...)."""
+
+
+class StackExhausted(VudoError, RecursionError):
+    """A Spirit call was refused: the Python stack is too close to the recursion limit."""
 
 
 class UnknownExportError(VudoError, AttributeError):
@@ -187,6 +200,19 @@ class SpiritPanic(SpiritError):
 
     def _describe(self) -> str:
         return f"Spirit {self.spirit!r} panicked in {self.function}: {self.message}"
+
+
+class CallCancelled(SpiritError):
+    """The running call was cancelled (``Spirit.cancel_call()``, a cancelled awaiting task);
+    the Spirit stays usable."""
+
+    def __init__(self, spirit: str, function: str) -> None:
+        self.spirit = spirit
+        self.function = function
+        super().__init__(spirit, function)
+
+    def _describe(self) -> str:
+        return f"call {self.function} of Spirit {self.spirit!r} was cancelled"
 
 
 class SpiritTerminated(SpiritError):

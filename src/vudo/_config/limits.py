@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import operator
+import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, SupportsIndex, cast
+
+from ..errors import InvalidLimitsError
 
 __all__ = ["Limits", "MemoryOptions"]
 
@@ -22,6 +27,12 @@ class Limits:
     - ``max_message_size``: bytes in one message payload the Spirit sends.
     - ``terminate_on_limit``: terminate the Spirit when a limit is exceeded (default: the
       call fails and the Spirit stays usable).
+
+    Every value is checked here, so a bad one fails where it is written, not at load or
+    (worse) never: ``timeout`` is a finite number of seconds up to ``threading.TIMEOUT_MAX``;
+    the others are whole numbers from 1 to ``2**64 - 1``. Anything else (``nan``, ``inf``,
+    ``1.5`` fuel, ``"16MiB"``, ``True``) raises :class:`~vudo.errors.InvalidLimitsError`,
+    a ``ValueError``.
 
     The fields given explicitly are remembered, so :meth:`merged` can lay one Spirit's limits
     over a session's field by field: ``Limits(timeout=1)`` keeps the session's fuel, and
@@ -61,10 +72,17 @@ class Limits:
         self.__post_init__()
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "fuel", "max_memory", "max_inbox", "max_message_size"):
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", _seconds(self.timeout))
+        for name in ("fuel", "max_memory", "max_inbox", "max_message_size"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"Limits.{name} must be positive (got {value!r})")
+            if value is not None:
+                object.__setattr__(self, name, _count(name, value))
+        if not isinstance(self.terminate_on_limit, bool):
+            raise InvalidLimitsError(
+                f"Limits.terminate_on_limit must be True or False "
+                f"(got {self.terminate_on_limit!r})"
+            )
 
     def merged(self, override: Limits) -> Limits:
         """These limits with every field ``override`` was given explicitly replaced."""
@@ -74,6 +92,38 @@ class Limits:
         return Limits(**{
             name: getattr(override if name in override._given else self, name) for name in names
         })
+
+
+#: The largest count a limit may hold (fuel and sizes are unsigned 64-bit in wasmtime).
+MAX_COUNT = 2**64 - 1
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidLimitsError(
+            f"Limits.timeout must be a number of seconds (got {type(value).__name__} {value!r})"
+        )
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > threading.TIMEOUT_MAX:
+        raise InvalidLimitsError(
+            f"Limits.timeout must be finite, positive and at most {threading.TIMEOUT_MAX:.0f} "
+            f"seconds (got {value!r})"
+        )
+    return seconds
+
+
+def _count(name: str, value: object) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(cast(SupportsIndex, value))  # TypeError unless int-like
+    except TypeError:
+        raise InvalidLimitsError(
+            f"Limits.{name} must be a whole number (got {type(value).__name__} {value!r})"
+        ) from None
+    if not 1 <= number <= MAX_COUNT:
+        raise InvalidLimitsError(f"Limits.{name} must be from 1 to 2**64 - 1 (got {value!r})")
+    return int(number)
 
 
 _DEFAULTS: dict[str, Any] = {

@@ -40,7 +40,7 @@ class NativeBackend:
             return self._python.caller(state, lock, store, name, func, params, results, keepalive)
         buf = (ffi.ValRaw * max(len(params), len(results), 1))()
         trapbuf = ctypes.c_void_p()
-        convert, arity = argument_errors(state.name, name, params, results)
+        convert, arity = argument_errors(state.name, name, params, results, state)
         c = ctypes.c_void_p
         call = make(
             state, name, lock.acquire, lock.release, state.stack, c(ffi.context_address(store)),

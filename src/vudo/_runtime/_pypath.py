@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import wasmtime
 
-from . import engine, ffi
+from . import engine, ffi, safety, valtypes
 from .callstate import CallState
 from .codegen import INT_LIMITS, caller_template, trampoline_template
 
@@ -22,9 +22,11 @@ def signature_text(params: tuple[str, ...], results: tuple[str, ...]) -> str:
 
 
 def argument_errors(
-    spirit: str, name: str, params: tuple[str, ...], results: tuple[str, ...]
+    spirit: str, name: str, params: tuple[str, ...], results: tuple[str, ...],
+    state: object = None,
 ) -> tuple[Callable[[tuple[Any, ...]], NoReturn], Callable[[tuple[Any, ...]], NoReturn]]:
-    """``(convert, arity)``: raise the ``TypeError`` for bad arguments or a wrong count."""
+    """``(convert, arity)``: raise the ``TypeError`` for bad arguments or a wrong count
+    (``state`` identifies the Spirit for reference arguments)."""
     signature = signature_text(params, results)
 
     def arity(args: tuple[Any, ...]) -> NoReturn:
@@ -34,6 +36,12 @@ def argument_errors(
 
     def convert(args: tuple[Any, ...]) -> NoReturn:
         for i, (t, value) in enumerate(zip(params, args, strict=True)):
+            if t in valtypes.REF_TYPES:
+                try:
+                    valtypes.check_arg(state, t, value)
+                except TypeError as exc:
+                    raise type(exc)(f"{spirit}.{name}{signature}: argument {i}: {exc}") from None
+                continue
             is_int = t in INT_LIMITS
             ok = isinstance(value, int) if is_int else isinstance(value, int | float)
             if not ok:
@@ -71,7 +79,7 @@ class PythonBackend:
         """See :meth:`Backend.caller`."""
         buf = (ffi.ValRaw * max(len(params), len(results), 1))()
         trapbuf = ctypes.c_void_p()
-        convert, arity = argument_errors(state.name, name, params, results)
+        convert, arity = argument_errors(state.name, name, params, results, state)
         tmpl = caller_template(params, results, state.tracked)
         c = ctypes.c_void_p
         call = tmpl(
@@ -97,7 +105,10 @@ class PythonBackend:
         host_failed = state.host_failed
 
         def fail(exc: BaseException) -> int:
-            return host_failed(name, exc)
+            try:
+                return host_failed(name, exc)
+            except BaseException:  # nothing may escape into wasmtime: still trap
+                return safety.last_resort_trap()
 
         callback = ffi.HOST_CALLBACK(trampoline_template(params, results)(fail, fn))
         keepalive.append(callback)

@@ -11,6 +11,8 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import wasmtime
@@ -29,18 +31,48 @@ def _default_cache_dir() -> Path | None:
     return Path(platformdirs.user_cache_dir("vudo")) / "modules"
 
 
-class CompileCache:
-    """Compiled modules by SHA-256 of their bytes, in memory and on disk.
+#: Default bounds of the compile cache (see :class:`CompileCache`).
+DEFAULT_MAX_ENTRIES = 256
+DEFAULT_MAX_BYTES = 256 << 20
+DEFAULT_DISK_MAX_BYTES = 1 << 30
+DEFAULT_DISK_MAX_AGE = 30 * 86400.0
+_STALE_TMP_SECONDS = 3600.0
 
+
+class CompileCache:
+    """Compiled modules by SHA-256 of their bytes, in memory and on disk, both bounded.
+
+    In memory: the ``max_entries`` most recently used modules, whose wasm inputs total at most
+    ``max_bytes`` (a Spirit keeps its own module alive; the cache only saves recompiles).
     On disk each artifact is ``<hash>.cwasm`` with a ``.sha256`` of the artifact beside it:
     ``Module.deserialize`` trusts its input, so an artifact that does not match its checksum
-    (truncated, tampered) is recompiled instead of loaded.
+    (truncated, tampered) is recompiled instead of loaded. After each write, artifacts unused
+    for ``disk_max_age`` seconds are removed, then the least recently used ones until the
+    directory holds at most ``disk_max_bytes``.
     """
 
-    def __init__(self, directory: Path | None = None, *, disk: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        disk: bool = True,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        disk_max_bytes: int = DEFAULT_DISK_MAX_BYTES,
+        disk_max_age: float = DEFAULT_DISK_MAX_AGE,
+    ) -> None:
+        for label, value in (("max_entries", max_entries), ("max_bytes", max_bytes),
+                             ("disk_max_bytes", disk_max_bytes), ("disk_max_age", disk_max_age)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"CompileCache {label} must be a number >= 0 (got {value!r})")
         self.directory = directory if directory is not None else _default_cache_dir()
         self.disk = disk and self.directory is not None
-        self._memory: dict[str, wasmtime.Module] = {}
+        self.max_entries = int(max_entries)
+        self.max_bytes = int(max_bytes)
+        self.disk_max_bytes = int(disk_max_bytes)
+        self.disk_max_age = float(disk_max_age)
+        self._memory: OrderedDict[str, tuple[wasmtime.Module, int]] = OrderedDict()
+        self._memory_bytes = 0
         self._lock = threading.Lock()
         #: Counters for tests and benchmarks: how each module was obtained.
         self.stats = {"compiled": 0, "memory_hits": 0, "disk_hits": 0}
@@ -56,10 +88,12 @@ class CompileCache:
         """
         key = self.key(wasm)
         with self._lock:
-            module = self._memory.get(key)
-        if module is not None:
+            entry = self._memory.get(key)
+            if entry is not None:
+                self._memory.move_to_end(key)
+        if entry is not None:
             self.stats["memory_hits"] += 1
-            return module
+            return entry[0]
         module = self._load_disk(key)
         if module is None:
             module = wasmtime.Module(get_engine(), wasm)
@@ -67,9 +101,30 @@ class CompileCache:
             self._store_disk(key, module)
         else:
             self.stats["disk_hits"] += 1
-        with self._lock:
-            self._memory[key] = module
+        self._remember(key, module, len(wasm))
         return module
+
+    def _remember(self, key: str, module: wasmtime.Module, size: int) -> None:
+        with self._lock:
+            old = self._memory.pop(key, None)
+            if old is not None:
+                self._memory_bytes -= old[1]
+            self._memory[key] = (module, size)
+            self._memory_bytes += size
+            while self._memory and (
+                len(self._memory) > self.max_entries or self._memory_bytes > self.max_bytes
+            ):
+                _, (_, dropped) = self._memory.popitem(last=False)
+                self._memory_bytes -= dropped
+
+    def __len__(self) -> int:
+        """How many compiled modules are held in memory."""
+        return len(self._memory)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Total size of the wasm inputs of the modules held in memory."""
+        return self._memory_bytes
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         assert self.directory is not None
@@ -87,9 +142,14 @@ class CompileCache:
         if hashlib.sha256(data).hexdigest() != expected:
             return None
         try:
-            return wasmtime.Module.deserialize(get_engine(), data)
+            module = wasmtime.Module.deserialize(get_engine(), data)
         except wasmtime.WasmtimeError:
             return None  # written by an incompatible engine: recompile
+        try:
+            os.utime(art)  # "recently used", for eviction
+        except OSError:
+            pass
+        return module
 
     def _store_disk(self, key: str, module: wasmtime.Module) -> None:
         if not self.disk:
@@ -107,11 +167,52 @@ class CompileCache:
                 os.replace(tmp, path)
         except OSError:
             pass  # a read-only or full cache directory only costs a recompile next time
+        self.evict_disk()
+
+    def evict_disk(self, *, now: float | None = None) -> int:
+        """Apply the disk bounds now; returns how many artifacts were removed."""
+        if not self.disk or self.directory is None:
+            return 0
+        now = time.time() if now is None else now
+        entries: list[tuple[float, int, Path]] = []
+        try:
+            with os.scandir(self.directory) as it:
+                for item in it:
+                    try:
+                        st = item.stat()
+                    except OSError:
+                        continue
+                    if item.name.startswith(".tmp-"):
+                        if now - st.st_mtime > _STALE_TMP_SECONDS:  # a writer that died
+                            _unlink(Path(item.path))
+                    elif item.name.endswith(".cwasm"):
+                        entries.append((st.st_mtime, st.st_size, Path(item.path)))
+        except OSError:
+            return 0
+        entries.sort()  # oldest use first
+        total = sum(size for _, size, _ in entries)
+        removed = 0
+        for mtime, size, path in entries:
+            if now - mtime <= self.disk_max_age and total <= self.disk_max_bytes:
+                break
+            _unlink(path)
+            _unlink(path.with_suffix(".sha256"))
+            total -= size
+            removed += 1
+        return removed
 
     def clear(self) -> None:
         """Forget the in-memory modules (the disk cache is kept)."""
         with self._lock:
             self._memory.clear()
+            self._memory_bytes = 0
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 _cache_lock = threading.Lock()
@@ -130,9 +231,26 @@ def get_cache() -> CompileCache:
     return cache
 
 
-def configure_cache(directory: str | os.PathLike[str] | None = None, *, disk: bool = True) -> None:
-    """Replace the process-wide compile cache: ``directory`` for compiled artifacts
-    (``None``: the default location), ``disk=False`` to keep compiled modules in memory only."""
+def configure_cache(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    disk: bool = True,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    disk_max_bytes: int = DEFAULT_DISK_MAX_BYTES,
+    disk_max_age: float = DEFAULT_DISK_MAX_AGE,
+) -> CompileCache:
+    """Replace the process-wide compile cache (Spirits already loaded are unaffected).
+
+    ``directory=None`` is the default directory; ``disk=False`` keeps modules in memory only.
+    The bounds are those of :class:`CompileCache`. Returns the new cache.
+    """
     global _cache
+    path = Path(directory) if directory is not None else None
+    cache = CompileCache(
+        path, disk=disk, max_entries=max_entries, max_bytes=max_bytes,
+        disk_max_bytes=disk_max_bytes, disk_max_age=disk_max_age,
+    )
     with _cache_lock:
-        _cache = CompileCache(Path(directory) if directory is not None else None, disk=disk)
+        _cache = cache
+    return cache

@@ -19,6 +19,7 @@ import wasmtime
 
 from .._config import Limits
 from ..errors import (
+    CallCancelled,
     FuelExhausted,
     HostFunctionError,
     LimitExceeded,
@@ -31,7 +32,7 @@ from ..errors import (
     SpiritTrap,
     VudoError,
 )
-from . import ffi
+from . import ffi, safety, signals
 
 __all__ = ["CallState", "trap_cause"]
 
@@ -77,6 +78,8 @@ class CallState:
         self.interrupt: str | None = None
         self.deadline: float | None = None
         self.cancelled = False
+        #: Set by :meth:`abort_call`: the running call stops, the Spirit stays usable.
+        self.aborting = False
         self.terminated = False
         self.termination_cause: str | None = None
         self.wake = threading.Event()
@@ -100,12 +103,16 @@ class CallState:
         raise SpiritTerminated(self.name, function, self.termination_cause or "terminated")
 
     def _arm(self, function: str) -> None:
+        safety.ensure_headroom(self.name, function)  # the callbacks of this call must run
         if self.stack:
             return  # a nested (re-entrant) call runs on the outer call's budget
         self.arm_store()
 
     #: Set by the Spirit: arms the store's fuel; ``None`` until the store exists.
     set_fuel: Callable[[int], None] | None = None
+    #: Set by the Spirit: moves the store's epoch deadline (a deferred signal handler may call
+    #: back into the Spirit from the epoch callback, and must not hit the same deadline).
+    set_epoch_deadline: Callable[[int], None] | None = None
 
     def arm_store(self) -> None:
         """Give the next outermost call (or a start function) its fuel and deadline."""
@@ -136,6 +143,16 @@ class CallState:
         self.cancelled = True
         self.wake.set()  # a Spirit paused in vudo_sleep wakes up now
 
+    def abort_call(self) -> None:
+        """Stop the running call at the next epoch tick (or its sleep now), without ending
+        the Spirit; the call raises ``CallCancelled``. Clear with :meth:`call_aborted`."""
+        self.aborting = True
+        self.wake.set()
+
+    def call_aborted(self) -> None:
+        """The aborted call has returned: later calls run normally."""
+        self.aborting = False
+
     # --------------------------------------------------------------------------- sleep
     def sleep(self, ms: int, provider_sleep: Callable[[int], None] | None) -> None:
         """Pause the calling Spirit for ``ms`` (negative: 0), within its deadline.
@@ -151,11 +168,13 @@ class CallState:
             if ms > left:
                 ms, cut = left, True
         if provider_sleep is None:
-            self.wake.wait(ms / 1000)
+            signals.interruptible_wait(self, ms / 1000)  # also ends on a deferred signal
         else:
             provider_sleep(ms)
         if self.cancelled:
             raise SpiritTerminated(self.name, "vudo_sleep", self.termination_cause or "")
+        if self.aborting:
+            raise CallCancelled(self.name, self.current_function)
         if cut:
             raise SpiritTimeout(self.name, self.current_function, "timeout",
                                 f"{self.limits.timeout}s")
@@ -164,8 +183,14 @@ class CallState:
     def on_epoch(self, _ctx: Any, _env: Any, delta: Any, kind: Any) -> int:
         """Epoch tick while this Spirit runs: carry on, or interrupt (timeout, dismissal)."""
         try:
+            if signals.has_pending():  # a handler deferred from inside a call runs here
+                if self.set_epoch_deadline is not None:
+                    self.set_epoch_deadline(1)
+                signals.run_deferred()
             if self.cancelled:
                 self.interrupt = "cancelled"
+            elif self.aborting:
+                self.interrupt = "aborted"
             elif self.deadline is not None and time.monotonic() >= self.deadline:
                 self.interrupt = "timeout"
             else:
@@ -174,10 +199,9 @@ class CallState:
                 return 0
         except KeyboardInterrupt:  # Ctrl-C while wasm spins: stop the call, re-raise after
             self.interrupt = "keyboard"
-        except BaseException:  # never let an exception escape into wasmtime
-            delta[0] = 1
-            kind[0] = 0
-            return 0
+        except BaseException as exc:  # never into wasmtime: a handler's SystemExit stops the call
+            self.pending = exc
+            self.interrupt = "signal"
         return ffi.error_new(f"interrupted: {self.interrupt}")
 
     # --------------------------------------------------------------------------- failures
@@ -242,6 +266,8 @@ class CallState:
             return KeyboardInterrupt(f"interrupted Spirit {self.name!r} in {function}")
         if interrupt == "timeout":
             exc = SpiritTimeout(self.name, function, "timeout", f"{self.limits.timeout}s")
+        elif interrupt == "aborted":
+            exc = CallCancelled(self.name, function)
         elif interrupt == "cancelled":
             exc = SpiritTerminated(self.name, function, self.termination_cause or "dismissed")
         elif code == wasmtime.TrapCode.OUT_OF_FUEL:
@@ -261,3 +287,8 @@ class CallState:
     def _at_memory_limit(self) -> bool:
         cap = self.limits.max_memory
         return cap is not None and self._memory_size() + _PAGE_SIZE > cap
+
+
+# A signal landing in these runs while wasm is on the stack: it is deferred (see .signals).
+signals.register(CallState.on_epoch)
+signals.register(CallState.sleep)

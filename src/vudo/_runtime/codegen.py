@@ -13,6 +13,8 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
+from . import signals, valtypes
+
 __all__ = ["INT_LIMITS", "caller_template", "generate", "trampoline_template"]
 
 #: Accepted Python ints per wasm int type: signed or unsigned interpretations of the width.
@@ -24,7 +26,8 @@ _TRAMPOLINE_CACHE: dict[tuple[tuple[str, ...], tuple[str, ...]], Callable[..., A
 
 def generate(kind: str, key: str, source: str, namespace: dict[str, Any]) -> dict[str, Any]:
     """Compile ``source`` as a module of its own, visible to tracebacks through linecache."""
-    filename = f"<vudo-generated {kind} {key}>"
+    # The prefix is how .signals recognises a call path (a signal there is deferred).
+    filename = f"{signals.CALL_PATH_FILE} {kind} {key}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), namespace)  # generated from wasm type names only
     return namespace
@@ -75,7 +78,7 @@ def caller_template(
                 lo, hi = INT_LIMITS[t]
                 lines.append(f"                if not {lo} <= {names[i]} <= {hi}:")
                 lines.append("                    convert(args)")
-            lines.append(f"                s{i}.{t} = {names[i]}")
+            lines.append(f"                {valtypes.param_stmt(t, f's{i}', names[i])}")
         lines += ["            except TypeError:", "                convert(args)"]
     call = "call_unchecked(ctx, faddr, baddr, nslots, taddr)"
     if tracked:
@@ -95,9 +98,9 @@ def caller_template(
     if not results:
         lines.append("            return None")
     elif len(results) == 1:
-        lines.append(f"            return s0.{results[0]}")
+        lines.append(f"            return {valtypes.result_expr(results[0], 's0')}")
     else:
-        values = ", ".join(f"s{i}.{t}" for i, t in enumerate(results))
+        values = ", ".join(valtypes.result_expr(t, f"s{i}") for i, t in enumerate(results))
         lines.append(f"            return ({values},)")
     lines += [
         "        finally:",
@@ -106,7 +109,7 @@ def caller_template(
         "",
     ]
     label = _sig_key(params, results) + (" tracked" if tracked else "")
-    ns = generate("caller", label, "\n".join(lines), {})
+    ns = generate("caller", label, "\n".join(lines), dict(valtypes.TEMPLATE_NAMES))
     tmpl = cast(Callable[..., Any], ns["make"])
     _CALLER_CACHE[key] = tmpl
     return tmpl
@@ -157,6 +160,9 @@ def trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> Ca
         "                last = addr",
         "            view = cached",
         *body,
+        # A signal deferred while the host function ran (see .signals) is handled as it returns.
+        "            if pending_signals:",
+        "                run_deferred()",
         "            return 0",
         "        except BaseException as e:",
         "            return fail(e)",
@@ -167,6 +173,7 @@ def trampoline_template(params: tuple[str, ...], results: tuple[str, ...]) -> Ca
         "slots": ctypes.c_char * (16 * nslots),
         "unpack": struct.Struct("<" + "".join(_SLOT_FORMAT[t] for t in params)).unpack_from,
         "pack_into": struct.Struct("<" + "".join(_RESULT_FORMAT[t] for t in results)).pack_into,
+        "pending_signals": signals.PENDING, "run_deferred": signals.run_deferred,
     }
     generate("trampoline", _sig_key(params, results), src, ns)
     tmpl = cast(Callable[..., Any], ns["make"])

@@ -43,6 +43,9 @@ def _make_engine() -> wasmtime.Engine:
     cfg.consume_fuel = True
     cfg.epoch_interruption = True
     cfg.memory_may_move = False
+    from .safety import wasm_stack_budget
+
+    cfg.max_wasm_stack = wasm_stack_budget()  # a deep Spirit traps before the thread's stack ends
     return wasmtime.Engine(cfg)
 
 

@@ -41,15 +41,23 @@ class AsyncSeance:
     async def invoke(self, name: str, function: str, *args: Any) -> Any:
         """Call a Spirit's function in a worker thread.
 
-        Cancelling the awaiting task interrupts the running call (the Spirit is terminated,
-        as :meth:`release` would): a cancelled call never keeps running with the Spirit locked.
+        Cancelling the awaiting task cancels the running call within one epoch tick, waits
+        for it to stop, then raises ``CancelledError``: a cancelled call never keeps running
+        with the Spirit locked, and the Spirit stays usable.
         """
+        spirit = self.sync.get_spirit(name)
         task = asyncio.ensure_future(self._run(self.sync.invoke, name, function, *args))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not task.done() and self.sync.has_spirit(name):
-                self.sync.get_spirit(name).interrupt()
+            if not task.done():
+                spirit.cancel_call()
+                try:
+                    await asyncio.wait([task])
+                finally:
+                    spirit.cancel_done()
+                if not task.cancelled():
+                    task.exception()  # retrieved: the CallCancelled of the stopped call
             raise
 
     async def release(self, name: str) -> None:

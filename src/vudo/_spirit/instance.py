@@ -11,7 +11,7 @@ from .._config import Limits
 from .._host import HostContext
 from .._host.loas import CORE_LOA
 from .._linking import LinkPlan, bind_host_function
-from .._runtime import cnative, ffi
+from .._runtime import budget, cnative, ffi, valtypes
 from .._runtime.asyncbridge import AsyncBridge
 from .._runtime.backend import Backend
 from .._runtime.callstate import CallState, trap_cause
@@ -23,17 +23,15 @@ __all__ = ["instantiate", "link_externs", "new_store"]
 _UNLIMITED_FUEL = 2**63 - 1
 
 
-def new_store(limits: Limits, state: CallState, backend: Backend, keepalive: list[Any]) -> (
-    wasmtime.Store
-):
+def new_store(
+    module: wasmtime.Module, limits: Limits, state: CallState, backend: Backend,
+    keepalive: list[Any],
+) -> wasmtime.Store:
     """A store of its own for one Spirit: limits, fuel, the epoch callback of ``state``."""
     store = wasmtime.Store(get_engine())
     if limits.max_memory is not None:
-        # Table elements cost the host 8 bytes each outside linear memory: same budget.
-        store.set_limits(
-            memory_size=limits.max_memory,
-            table_elements=max(limits.max_memory // 8, 1),
-        )
+        # One budget for all memories and tables together (table elements: 8 bytes each).
+        store.set_limits(**budget.store_limits(valtypes.shape_of(module), limits.max_memory))
     store.set_fuel(_UNLIMITED_FUEL)
     store.set_epoch_deadline(1)
     epoch_cb: Any = state.on_epoch
@@ -42,6 +40,7 @@ def new_store(limits: Limits, state: CallState, backend: Backend, keepalive: lis
         ffi.set_epoch_callback(store, epoch_cb)
     keepalive.append(epoch_cb)
     state.set_fuel = store.set_fuel
+    state.set_epoch_deadline = store.set_epoch_deadline
     backend.ensure_ticker()
     return store
 
@@ -102,6 +101,10 @@ def instantiate(
         return wasmtime.Instance(store, module, externs)
     except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
         pending, state.pending = state.pending, None
+        if state.interrupt == "keyboard":
+            raise KeyboardInterrupt(f"interrupted Spirit {state.name!r} while it started") from None
+        if pending is not None and not isinstance(pending, Exception):
+            raise pending from None  # SystemExit from a signal handler, KeyboardInterrupt
         if pending is not None:
             raise LoadError(source, f"start function failed: {pending}") from pending
         if state.interrupt == "timeout":

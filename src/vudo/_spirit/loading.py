@@ -10,6 +10,7 @@ from pathlib import Path
 
 import wasmtime
 
+from .._runtime import valtypes
 from .._runtime.cache import get_cache
 from .._runtime.engine import get_engine
 from ..errors import LoadError
@@ -111,6 +112,7 @@ def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Modu
             module = wasmtime.Module(get_engine(), data)
     except wasmtime.WasmtimeError as exc:
         raise LoadError(label, f"invalid WebAssembly module: {engine_message(exc)}") from None
+    valtypes.check_module(module, data, label)  # before wasmtime-py describes any signature
     return module, label, default_name
 
 

@@ -24,7 +24,7 @@ from .._providers import (
     SystemRandomProvider,
     SystemTimeProvider,
 )
-from .._runtime import cnative
+from .._runtime import cnative, signals, valtypes
 from .._runtime.asyncbridge import AsyncBridge
 from .._runtime.backend import get_backend
 from .._runtime.callstate import CallState
@@ -85,6 +85,7 @@ class Spirit:
         if not self.broker.is_registered(name):
             self.broker.register(name, capacity=cfg.limits.max_inbox)
 
+        signals.protect()  # Ctrl-C/SIGTERM in a call path: deferred to a safe point
         self._lock = cnative.rlock()
         limits = cfg.limits
         tracked = cfg.debug or limits.fuel is not None or limits.timeout is not None
@@ -96,7 +97,9 @@ class Spirit:
         self._bridge = AsyncBridge()
         self._keepalive: list[Any] = []
         backend = get_backend()
-        self.store: wasmtime.Store = new_store(limits, self._state, backend, self._keepalive)
+        self.store: wasmtime.Store = new_store(
+            module, limits, self._state, backend, self._keepalive
+        )
         #: What this Spirit's host functions see of it.
         self.context = SpiritContext(
             self, state=self._state, memory=self._memory, limits=limits,
@@ -113,7 +116,10 @@ class Spirit:
             default_random=type(self.random_provider) is SystemRandomProvider,
         )
         self.instance = instantiate(self.store, module, externs, self._state, source_label)
-        self.exports: dict[str, Any] = dict(self.instance.exports(self.store))
+        shape = valtypes.shape_of(module)  # by name: wasmtime-py's iteration is quadratic
+        self.exports: dict[str, Any] = (
+            dict(self.instance.exports(self.store)) if shape is None else
+            valtypes.exports_by_name(self.instance, self.store, (n for n, _ in shape.exports)))
         mem = self.exports.get("memory")
         if not isinstance(mem, wasmtime.Memory):
             mem = imported or next(
@@ -274,6 +280,16 @@ class Spirit:
         self._state.cancel()
         self.terminate(self._state.termination_cause or "dismissed")
 
+    def cancel_call(self) -> None:
+        """Stop the call running now (from any thread) within one epoch tick; it raises
+        :class:`~vudo.errors.CallCancelled` and the Spirit stays usable. Call
+        :meth:`cancel_done` once that call has returned."""
+        self._state.abort_call()
+
+    def cancel_done(self) -> None:
+        """The cancelled call has returned: later calls run normally."""
+        self._state.call_aborted()
+
     def deliver(self, from_: str, payload: bytes, channel: int = 0) -> bool:
         """Queue a message for this Spirit (thread-safe); ``False`` if full or closed."""
         return self.broker.post(from_, self.name, payload, channel) == ResultCode.OK
@@ -294,7 +310,7 @@ class Spirit:
         with self._lock:
             self._memory.detach()
             self._keepalive.clear()
-            self._state.set_fuel = None
+            self._state.set_fuel = self._state.set_epoch_deadline = None
             self.__dict__.pop("instance", None)
             self.__dict__.pop("store", None)
 

@@ -88,8 +88,13 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
         ptr = alloc(len(block), 8, zero=False)  # written in full below
         if ptr == 0:
             assert requeue is not None
-            requeue(msg)  # the Spirit may free memory and retry
-            return 0
+            if len(block) > _reachable(ctx):  # it can never fit: it must not block the inbox
+                msg = _dead_letter(ctx, msg, len(block))
+                block = _message_block(msg)
+                ptr = alloc(len(block), 8, zero=False)
+            if ptr == 0:
+                requeue(msg)  # the Spirit may free memory and retry
+                return 0
         write(ptr, block)
         outstanding.add(ptr)
         return ptr
@@ -127,6 +132,30 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
         return ptr
 
     return take_then_allocate if requeue is not None else allocate_then_take
+
+
+#: The sender of the notice that replaces a message the receiver can never allocate.
+DEAD_LETTER = "vudo:dead-letter"
+
+
+def _reachable(ctx: HostContext) -> int:
+    """The most bytes one host block could ever take in this Spirit's memory."""
+    mem = ctx.memory
+    pages = mem.max_pages if mem.max_pages is not None else 65536
+    most = pages * 65536
+    if ctx.limits.max_memory is not None:
+        most = min(most, ctx.limits.max_memory)
+    return max(most - mem.heap_floor, 0)
+
+
+def _dead_letter(ctx: HostContext, msg: Message, size: int) -> Message:
+    """The notice delivered instead of ``msg``: from ``vudo:dead-letter``, its payload is
+    ``[original size u32][original sender UTF-8]``; the loss is logged at WARNING."""
+    _log.warning("vudo_recv: Spirit %r can never allocate the %d-byte message from %r; it is "
+                 "dropped and a %s notice delivered instead", ctx.name, size, msg.from_,
+                 DEAD_LETTER)
+    payload = _U32(min(size, _MASK)) + msg.from_.encode("utf-8")
+    return msg._replace(from_=DEAD_LETTER, payload=payload)
 
 
 def vudo_pending(ctx: HostContext) -> Callable[[], int]:
