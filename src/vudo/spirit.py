@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast, overload
 
 import wasmtime
 
-from . import _engine, _ffi
+from . import _engine, _ffi, _toolchains, _wasi, _wasm_scan
 from .abi import NAMESPACES, ValType
 from .broker import MessageBroker, MessageBus
 from .effects import Permissions, StandardEffectHandler
@@ -172,6 +172,7 @@ def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Modu
             module = wasmtime.Module(_engine.engine, data)
     except wasmtime.WasmtimeError as exc:
         raise LoadError(label, f"invalid WebAssembly module: {engine_message(exc)}") from None
+    _wasm_scan.note_module(module, data)  # [toolchains hook] does it grow memory itself?
     return module, label, default_name
 
 
@@ -385,6 +386,7 @@ class Spirit:
         broker: MessageBroker | None = None,
         allocator: str = "freelist",
         trace: bool = False,
+        wasi: _wasi.WasiOptions | None = None,
     ) -> None:
         self.name = name
         self.module = module
@@ -425,6 +427,11 @@ class Spirit:
         bindings, memory_import = self._resolve(imports or {}, memory)
         self.store = wasmtime.Store(_engine.engine)
         self._ctx = _ffi.context_address(self.store)
+        # [toolchains hook] WASI preview 1: the engine's implementation, deny-by-default.
+        self._wasi_ctx: _wasi.WasiContext | None = None
+        if _wasi.imports_wasi(module):
+            self._wasi_ctx = _wasi.configure_wasi(
+                self.store, name=name, logger=self.logger, permissions=permissions, options=wasi)
         if self.limits.max_memory is not None:
             # Table elements cost the host 8 bytes each outside linear memory: same budget.
             self.store.set_limits(
@@ -447,7 +454,11 @@ class Spirit:
                 imported_memory = wasmtime.Memory(self.store, memory_import)
                 externs.append(imported_memory)
                 continue
-            b = bindings[(imp.module, imp.name or "")]
+            b = bindings.get((imp.module, imp.name or ""))
+            if b is None:  # [toolchains hook] a WASI function wasmtime implements
+                assert self._wasi_ctx is not None
+                externs.append(self._wasi_ctx.linker.get(self.store, imp.module, imp.name or ""))
+                continue
             func, bind = self._host_func(b)
             externs.append(func)
             if b.fn is None:
@@ -488,6 +499,8 @@ class Spirit:
             WasmMemory(self.store, mem, allocator=allocator, name=name) if mem is not None else None
         )
         self._null_memory = NullMemory(name) if mem is None else None
+        if self._memory is not None:  # [toolchains hook] the Spirit's own allocator, if any
+            _toolchains.install_host_allocator(self, self._memory)
 
         ctx = LoaContext(self)
         for b, bind in late:
@@ -504,6 +517,7 @@ class Spirit:
                 self._signatures[ename] = (params, results)
                 self._callers[ename] = self._make_caller(ename, ext, params, results)
         self._update_guard()
+        _toolchains.finish_load(self)  # [toolchains hook] warning; reactor's _initialize
 
     # ---------------------------------------------------------------------------- linking
     def _resolve(
@@ -558,6 +572,11 @@ class Spirit:
                     bindings[(mod, name)] = b
                 continue
             hf = user if isinstance(user, HostFunction) else loa_fns.get((mod, name))
+            if hf is None:  # [toolchains hook] env.abort, env.seed, WASI
+                extra = _toolchains.toolchain_import(mod, name)
+                if extra == _toolchains.ENGINE_WASI:
+                    continue
+                hf = extra if isinstance(extra, HostFunction) else None
             if hf is None:
                 unresolved.append(UnresolvedImport(mod, name, declared, None))
                 continue
@@ -1070,6 +1089,7 @@ def load_spirit(
     allocator: str = "freelist",
     trace: bool = False,
     cache: bool = True,
+    wasi: _wasi.WasiOptions | None = None,
 ) -> Spirit:
     """Load, link and instantiate a Spirit.
 
@@ -1085,7 +1105,7 @@ def load_spirit(
         time_provider=time_provider, random_provider=random_provider,
         effect_handler=effect_handler, debug_handler=debug_handler, loas=loas,
         imports=imports, memory=memory, debug=debug, limits=limits, permissions=permissions,
-        broker=broker, allocator=allocator, trace=trace,
+        broker=broker, allocator=allocator, trace=trace, wasi=wasi,
     )
 
 

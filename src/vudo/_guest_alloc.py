@@ -1,0 +1,312 @@
+"""Host allocators that allocate through an allocator the Spirit exports (host-abi.md, "Memory
+owned by the host", strategy 1).
+
+A Spirit built by a toolchain with its own heap (C's ``malloc``, AssemblyScript's runtime, the
+component model's ``cabi_realloc``...) owns all of its memory: host blocks are safe only when
+that heap hands them out. Each class here implements the :class:`~vudo.allocator.Allocator`
+protocol by calling the guest's exports, given as a mapping from export name to a callable (the
+Spirit's call paths, which take its lock and apply its limits; they may be entered from inside a
+host function, so nothing here holds a lock of its own across a guest call).
+
+Bookkeeping stays in Python: the host frees only what it allocated (an unknown pointer is
+ignored, never handed to the guest's ``free``), blocks are zeroed and 8-byte aligned whatever the
+guest returns, a 0 result means out of memory, and a trap inside the guest allocator becomes a
+:class:`GuestAllocatorError` naming the Spirit and the allocator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import LimitExceeded, SpiritTerminated, VudoError
+
+__all__ = [
+    "HOST_PAGES",
+    "AssemblyScriptAllocator",
+    "CabiReallocAllocator",
+    "GuestAllocator",
+    "GuestAllocatorError",
+    "MallocAllocator",
+    "VudoHostAllocator",
+    "choose_guest_allocator",
+    "recognised_allocator",
+]
+
+#: The strategy name of the grown-pages host heap (strategy 2).
+HOST_PAGES = "host-pages"
+
+Signature = tuple[tuple[str, ...], tuple[str, ...]]
+ZeroFn = Callable[[int, int], None]
+MoveFn = Callable[[int, int, int], None]
+
+_MASK = 0xFFFFFFFF
+_MAX_ALLOC = 0x7FFF_FFFF
+_I32 = "i32"
+#: AssemblyScript's fixed class id of ``ArrayBuffer`` (0 Object, 1 ArrayBuffer, 2 String).
+_AS_ARRAYBUFFER_ID = 1
+
+
+class GuestAllocatorError(VudoError, MemoryError):
+    """The Spirit's own allocator failed while serving the host (it trapped or aborted).
+
+    A ``MemoryError`` too, so every host path that cleans up after an exhausted heap (partly
+    written genes, message delivery) cleans up after this as well.
+    """
+
+    def __init__(self, spirit: str, strategy: str, operation: str, cause: str) -> None:
+        self.spirit = spirit
+        self.strategy = strategy
+        self.operation = operation
+        self.cause = cause
+        super().__init__(
+            f"Spirit {spirit!r}: {operation} through its allocator ({strategy}) failed: {cause}"
+        )
+
+
+def _round8(size: int) -> int:
+    return (max(size, 1) + 7) & ~7
+
+
+class GuestAllocator:
+    """Base of the guest-backed allocators; subclasses provide ``_raw_alloc``/``_raw_free``."""
+
+    #: The strategy name reported by ``Spirit.memory.allocator`` and ``vudo inspect``.
+    strategy = "guest"
+
+    def __init__(
+        self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn
+    ) -> None:
+        self._spirit = spirit
+        self._exports = exports  # looked up at each call: the Spirit fills it after linking
+        self._zero = zero
+        self._move = move
+        self._live: dict[int, tuple[int, int]] = {}  # ptr -> (raw pointer from the guest, size)
+        self._in_use = 0
+        #: How deep the host is inside a call to the guest allocator (host functions that the
+        #: guest calls meanwhile, e.g. AssemblyScript's ``abort``, look at it).
+        self.busy = 0
+
+    @property
+    def in_use(self) -> int:
+        """Bytes the host currently holds (sizes rounded up to 8)."""
+        return self._in_use
+
+    def size_of(self, ptr: int) -> int | None:
+        """The usable size of the host block at ``ptr``, or ``None``."""
+        entry = self._live.get(ptr)
+        return None if entry is None else entry[1]
+
+    def _call(self, export: str, operation: str, *args: int) -> Any:
+        try:
+            fn = self._exports[export]
+        except KeyError:
+            raise GuestAllocatorError(
+                self._spirit, self.strategy, operation, f"export {export!r} is not callable yet"
+            ) from None
+        self.busy += 1
+        try:
+            return fn(*args)
+        except (LimitExceeded, SpiritTerminated):
+            raise  # the Spirit's limits apply to its allocator as to any call
+        except VudoError as exc:
+            raise GuestAllocatorError(self._spirit, self.strategy, operation, str(exc)) from exc
+        finally:
+            self.busy -= 1
+
+    # what subclasses provide ----------------------------------------------------------------
+    def _raw_alloc(self, size: int, align: int) -> int:
+        raise NotImplementedError
+
+    def _raw_free(self, raw: int, size: int, align: int) -> None:
+        raise NotImplementedError
+
+    # Allocator protocol ---------------------------------------------------------------------
+    def alloc(self, size: int, align: int = 8, *, zero: bool = True) -> int:
+        """A block from the guest's heap, zeroed, aligned to ``max(align, 8)``; 0 when the
+        guest has no memory left."""
+        if size < 0 or size > _MAX_ALLOC or align < 1 or align & (align - 1):
+            return 0
+        align = max(align, 8)
+        rounded = _round8(size)
+        operation = f"allocating {size} bytes"
+        raw = self._raw_alloc(rounded, align) & _MASK
+        if raw == 0:
+            return 0
+        ptr = raw
+        if raw % align:
+            # The guest aligned less than asked: take a larger block and align inside it.
+            self._raw_free(raw, rounded, align)
+            padded = rounded + align
+            raw = self._raw_alloc(padded, align) & _MASK
+            if raw == 0:
+                return 0
+            ptr = (raw + align - 1) & ~(align - 1)
+            rounded = padded - (ptr - raw)
+        if ptr in self._live:  # the guest handed out a block the host still holds
+            raise GuestAllocatorError(
+                self._spirit, self.strategy, operation,
+                f"returned 0x{ptr:x}, a block the host has not released",
+            )
+        self._live[ptr] = (raw, rounded)
+        self._in_use += rounded
+        if zero:
+            self._zero(ptr, rounded)
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        """Give a host block back to the guest; pointers the host did not allocate are ignored."""
+        entry = self._live.pop(ptr, None)
+        if entry is None:
+            return
+        raw, size = entry
+        self._in_use -= size
+        self._raw_free(raw, size, 8)
+
+    def realloc(self, ptr: int, old_size: int, new_size: int) -> int:
+        """Allocate anew, copy ``min(old, new)`` bytes, free the old block; 0 keeps the old."""
+        if ptr == 0:
+            return self.alloc(new_size)
+        entry = self._live.get(ptr)
+        if entry is None or new_size < 0 or new_size > _MAX_ALLOC:
+            return 0
+        keep = min(max(old_size, 0), new_size, entry[1])
+        if _round8(new_size) <= entry[1]:
+            if keep < entry[1]:
+                self._zero(ptr + keep, entry[1] - keep)
+            return ptr
+        new_ptr = self.alloc(new_size, zero=False)
+        if new_ptr == 0:
+            return 0
+        if keep:
+            self._move(new_ptr, ptr, keep)
+        size = self._live[new_ptr][1]
+        self._zero(new_ptr + keep, size - keep)
+        self.free(ptr)
+        return new_ptr
+
+    def reset(self) -> None:
+        """Give every host block back to the guest."""
+        for ptr in list(self._live):
+            self.free(ptr)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.strategy} of {self._spirit!r}: {self._in_use} B>"
+
+
+class VudoHostAllocator(GuestAllocator):
+    """``vudo_host_alloc(size, align)`` / ``vudo_host_free(ptr, size, align)``."""
+
+    strategy = "guest:vudo_host_alloc"
+
+    def _raw_alloc(self, size: int, align: int) -> int:
+        return int(self._call("vudo_host_alloc", f"allocating {size} bytes", size, align))
+
+    def _raw_free(self, raw: int, size: int, align: int) -> None:
+        self._call("vudo_host_free", f"freeing 0x{raw:x}", raw, size, align)
+
+
+class MallocAllocator(GuestAllocator):
+    """C's ``malloc(size)`` / ``free(ptr)`` (``-Wl,--export=malloc,--export=free``)."""
+
+    strategy = "guest:malloc"
+
+    def _raw_alloc(self, size: int, align: int) -> int:
+        return int(self._call("malloc", f"allocating {size} bytes", size))
+
+    def _raw_free(self, raw: int, size: int, align: int) -> None:
+        self._call("free", f"freeing 0x{raw:x}", raw)
+
+
+class AssemblyScriptAllocator(GuestAllocator):
+    """AssemblyScript's runtime (``--exportRuntime``): one pinned ``ArrayBuffer`` per block.
+
+    ``__pin`` keeps the block alive across the garbage collector until ``__unpin``; the
+    collector reclaims it later. TLSF aborts instead of returning 0 when it is out of memory:
+    that abort reaches the host as :class:`GuestAllocatorError`, not as a panic.
+    """
+
+    strategy = "guest:assemblyscript"
+
+    def _raw_alloc(self, size: int, align: int) -> int:
+        operation = f"allocating {size} bytes"
+        ptr = int(self._call("__new", operation, size, _AS_ARRAYBUFFER_ID)) & _MASK
+        if ptr:
+            self._call("__pin", operation, ptr)
+        return ptr
+
+    def _raw_free(self, raw: int, size: int, align: int) -> None:
+        self._call("__unpin", f"freeing 0x{raw:x}", raw)
+
+
+class CabiReallocAllocator(GuestAllocator):
+    """The canonical ABI's ``cabi_realloc(0, 0, align, size)``; released blocks go back through
+    ``free`` when the Spirit exports one, and are otherwise left to the guest (a bounded leak,
+    counted in ``leaked``)."""
+
+    strategy = "guest:cabi_realloc"
+
+    def __init__(
+        self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn,
+        *, has_free: bool,
+    ) -> None:
+        super().__init__(spirit, exports, zero, move)
+        self._has_free = has_free
+        #: Bytes released by the host that the guest could not take back (no ``free`` export).
+        self.leaked = 0
+
+    def _raw_alloc(self, size: int, align: int) -> int:
+        return int(self._call("cabi_realloc", f"allocating {size} bytes", 0, 0, align, size))
+
+    def _raw_free(self, raw: int, size: int, align: int) -> None:
+        if self._has_free:
+            self._call("free", f"freeing 0x{raw:x}", raw)
+        else:
+            self.leaked += size
+
+
+_I = (_I32,)
+#: strategy -> the exports it needs with their signatures, in host-abi.md's order.
+_RECOGNISED: tuple[tuple[str, dict[str, Signature]], ...] = (
+    (VudoHostAllocator.strategy,
+     {"vudo_host_alloc": ((_I32, _I32), _I), "vudo_host_free": ((_I32, _I32, _I32), ())}),
+    (MallocAllocator.strategy, {"malloc": (_I, _I), "free": (_I, ())}),
+    (AssemblyScriptAllocator.strategy,
+     {"__new": ((_I32, _I32), _I), "__pin": (_I, _I), "__unpin": (_I, ())}),
+    (CabiReallocAllocator.strategy, {"cabi_realloc": ((_I32, _I32, _I32, _I32), _I)}),
+)
+
+
+def recognised_allocator(signatures: Mapping[str, Signature]) -> str | None:
+    """The strategy of the first allocator the exports (name -> (params, results)) offer."""
+    for strategy, needed in _RECOGNISED:
+        if all(signatures.get(name) == sig for name, sig in needed.items()):
+            return strategy
+    return None
+
+
+def choose_guest_allocator(
+    spirit: str,
+    signatures: Mapping[str, Signature],
+    exports: Mapping[str, Callable[..., Any]],
+    zero: ZeroFn,
+    move: MoveFn,
+) -> GuestAllocator | None:
+    """The guest-backed host allocator for a Spirit, or ``None`` (use the grown-pages heap).
+
+    ``signatures`` are the exported functions' wasm signatures; ``exports`` maps export names
+    to the callables that run them under the Spirit's lock and limits (it may be filled later:
+    nothing is called here).
+    """
+    strategy = recognised_allocator(signatures)
+    if strategy is None:
+        return None
+    if strategy == CabiReallocAllocator.strategy:
+        has_free = signatures.get("free") == (_I, ())
+        return CabiReallocAllocator(spirit, exports, zero, move, has_free=has_free)
+    kind = {
+        VudoHostAllocator.strategy: VudoHostAllocator,
+        MallocAllocator.strategy: MallocAllocator,
+        AssemblyScriptAllocator.strategy: AssemblyScriptAllocator,
+    }[strategy]
+    return kind(spirit, exports, zero, move)
