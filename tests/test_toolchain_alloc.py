@@ -131,7 +131,7 @@ class Heap:
         assert self.spirit.call("recv_check") == size
 
     def free(self, ptr: int) -> None:
-        size, _, owner = self.blocks.pop(ptr)
+        _, _, owner = self.blocks.pop(ptr)
         if owner == "host":
             self.mem.free(ptr)
         else:
