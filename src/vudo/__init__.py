@@ -6,6 +6,8 @@ together in a :class:`Seance` that pass messages to each other.
 
 from __future__ import annotations
 
+from ._guest_alloc import GuestAllocatorError
+from ._wasi import WasiExit, WasiOptions, run_command
 from .abi import HOST_FUNCTIONS, NAMESPACES, EffectId, HostFunctionSpec, LogLevel, ResultCode
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .broker import Message, MessageBroker, MessageBus
@@ -68,6 +70,7 @@ __all__ = [
     "FuelExhausted",
     "GeneField",
     "GeneLayout",
+    "GuestAllocatorError",
     "HostFunction",
     "HostFunctionError",
     "HostFunctionSpec",
@@ -108,6 +111,8 @@ __all__ = [
     "UnknownExportError",
     "UnresolvedImport",
     "VudoError",
+    "WasiExit",
+    "WasiOptions",
     "WasmMemory",
     "__version__",
     "aload_spirit",
@@ -118,4 +123,5 @@ __all__ = [
     "i32",
     "i64",
     "load_spirit",
+    "run_command",
 ]

@@ -69,6 +69,9 @@ class FreeListAllocator:
     memory (adjacent regions coalesce).
     """
 
+    #: The host-allocator strategy (host-abi.md): pages the host grows.
+    strategy = "host-pages"
+
     def __init__(self, grow: GrowFn, zero: ZeroFn, move: MoveFn) -> None:
         self._grow = grow
         self._zero = zero
@@ -236,6 +239,9 @@ class BumpAllocator:
 
     Fastest for short-lived Spirits; ``reset()`` reclaims everything at once.
     """
+
+    #: The host-allocator strategy (host-abi.md): pages the host grows.
+    strategy = "host-pages"
 
     def __init__(self, grow: GrowFn, zero: ZeroFn, move: MoveFn) -> None:
         self._grow = grow

@@ -18,7 +18,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._guest_alloc import HOST_PAGES, recognised_allocator
+from .._toolchains import export_signatures, memory_warning, toolchain_import
+from .._wasi import WASI_MODULE
+from .._wasm_scan import grows_memory
 from ..abi import HOST_FUNCTIONS_BY_NAME, NAMESPACES, HostFunctionSpec
+from ..loa import HostFunction
 from ..memory import PAGE_SIZE
 from ._common import (
     Settings,
@@ -165,6 +170,24 @@ def _offered(spec: HostFunctionSpec) -> str:
     return format_signature(spec.param_types, spec.results)
 
 
+def _toolchain_import(
+    module: str, name: str, entry: dict[str, Any], params: Any, results: Any
+) -> bool:
+    """Fill ``entry`` for an import of another toolchain (AssemblyScript, WASI); False if none."""
+    found = toolchain_import(module, name)
+    if found is None:
+        return False
+    if isinstance(found, HostFunction):
+        offered = (found.params, found.results)
+        entry["offered"] = format_signature(*offered)  # type: ignore[arg-type]
+        if (params, results) != offered:
+            entry["detail"] = f"{module}.{name} is provided as {entry['offered']}"
+            return True
+    entry["status"] = "ok"
+    entry["detail"] = "WASI preview 1" if module == WASI_MODULE else "AssemblyScript runtime"
+    return True
+
+
 def check_import(module: str, name: str, ty: Any) -> dict[str, Any]:
     """How the host satisfies one import (or why it cannot), as a JSON-ready dict.
 
@@ -193,6 +216,8 @@ def check_import(module: str, name: str, ty: Any) -> dict[str, Any]:
     params, results = func_signature(ty)
     entry["params"], entry["results"] = list(params), list(results)
     spec = HOST_FUNCTIONS_BY_NAME.get(name)
+    if spec is None and _toolchain_import(module, name, entry, params, results):
+        return entry  # [toolchains hook] env.abort/env.seed, WASI
     if spec is None or not in_namespace:
         if spec is not None:
             entry["detail"] = (
@@ -251,8 +276,15 @@ def inspect_module(path: Path) -> dict[str, Any]:
             f"imports {', '.join(users)}, which use(s) the Spirit's memory, but exports no "
             "memory: those calls will trap"
         )
+    # [toolchains hook] the host allocator (host-abi.md) and the strategy-3 warning
+    signatures = export_signatures(module)
+    strategy = recognised_allocator(signatures) or HOST_PAGES
+    risk = memory_warning(path.stem, grows_memory(wasm), signatures) if visible else None
+    if risk is not None:
+        warnings.append(risk)
     return {
         "source": str(path),
+        "host_allocator": strategy,
         "size": len(wasm),
         "sha256": hashlib.sha256(wasm).hexdigest(),
         "links": not unresolved,
@@ -295,6 +327,7 @@ def _render(report: dict[str, Any], console: Console) -> None:
             f"links: NO, {report['unresolved']} import(s) the host cannot satisfy", style="bold red"
         ))
     console.print(Text(f"Loas needed: {', '.join(report['loas']) or '(none)'}"))
+    console.print(Text(f"host allocator: {report['host_allocator']}"))
     for warning in report["warnings"]:
         console.print(Text(f"warning: {warning}", style="yellow"))
 

@@ -13,6 +13,7 @@ from typing import Any
 import click
 import wasmtime
 
+from .._wasi import imports_wasi
 from ..errors import LoadError
 from ..limits import Limits
 from ..spirit import load_spirit
@@ -37,6 +38,7 @@ from ._common import (
     size_option,
     stop_on_interrupt,
 )
+from .wasi_run import run_wasi_program
 
 __all__ = ["run_command"]
 
@@ -133,6 +135,11 @@ def _json_args(text: str) -> list[Any]:
 @click.option("--max-memory", callback=size_option, metavar="SIZE",
               help="Cap the Spirit's memory: bytes, or 64KiB, 16M, 1G, 10pages.")
 @click.option("--trace", is_flag=True, help="Log every host function call to stderr.")
+@click.option("--dir", "wasi_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="WASI: grant DIR, read-only, seen by the Spirit as /data.")
+@click.option("--dir-write", is_flag=True, help="WASI: the granted --dir is writable too.")
+@click.option("--env", "wasi_env", multiple=True, metavar="NAME=VALUE",
+              help="WASI: an environment variable (repeatable); none by default.")
 @common_options
 @click.pass_context
 def run_command(
@@ -148,7 +155,10 @@ def run_command(
     timeout: float | None,
     max_memory: int | None,
     trace: bool,
-) -> None:
+    wasi_dir: Path | None = None,
+    dir_write: bool = False,
+    wasi_env: tuple[str, ...] = (),
+) -> int | None:
     """Load SPIRIT and call FUNCTION with ARGS; print the result.
 
     SPIRIT is a .wasm module, a .wat text file (compiled on the fly), or example:NAME for an
@@ -166,8 +176,13 @@ def run_command(
       vudo run example:greeter --trace
       vudo run spin.wasm --fuel 1000000 --timeout 2
 
+    A WASI command (it exports _start and imports wasi_snapshot_preview1) runs as a
+    program: ARGS are its arguments, nothing is granted but --dir/--env, and vudo exits with
+    the program's status.
+
     Exit codes: 0 success; 1 the Spirit failed (trap, panic, limit, link error);
-    2 usage error (missing file, not a module, unknown function, bad arguments).
+    2 usage error (missing file, not a module, unknown function, bad arguments);
+    a WASI command's own exit status.
     """
     settings = ctx.ensure_object(Settings)
     function = _unguard(function) if function is not None else None
@@ -186,10 +201,17 @@ def run_command(
     path = resolve_source(spirit)
     _wasm, module = read_module(path)
     functions = _exported_functions(module)
+    if (function is not None and function_option is None and function not in functions
+            and "_start" in functions and imports_wasi(module)):
+        raw_args.insert(0, function)  # [toolchains hook] a WASI program's first argument
+        function = None
     name = _choose(spirit, functions, function)
     params, _results = functions[name]
-    values = convert_args(name, params, raw_args)
     limits = Limits(timeout=timeout, fuel=fuel, max_memory=max_memory)
+    if name == "_start" and imports_wasi(module):  # [toolchains hook] a WASI program
+        return run_wasi_program(path, module, raw_args, limits, wasi_dir, dir_write, wasi_env,
+                                debug=bool(debug or settings.verbose))
+    values = convert_args(name, params, raw_args)
 
     output = Output(capture=as_json)
     level = logging.DEBUG if debug or settings.verbose else logging.INFO
@@ -205,10 +227,11 @@ def run_command(
             raise
     if as_json:
         click.echo(dump_json(_document(path, name, values, output, started, result=result)))
-        return
+        return None
     output.ensure_newline()
     if result is not None:
         click.echo(format_value(result))
+    return None
 
 
 def _call(
