@@ -49,6 +49,10 @@ TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
     "c_nomalloc.wasm": ("clang", ["c/spirit.c", "c/vudo.h"], _C_REACTOR),
     "c_command.wasm": ("clang", ["c/command.c"], _C_BASE),
     "c_reactor.wasm": ("clang", ["c/reactor.c"], _C_REACTOR),
+    # The examples of docs/guide/other-languages.md (tests/test_other_languages_doc.py).
+    "doc_greet_c.wasm": ("clang", ["docs/greet.c"], [*_C_REACTOR, *_EXPORT_MALLOC]),
+    "doc_greet_as.wasm": ("asc", ["docs/greet.ts"], ["-O", "--exportRuntime"]),
+    "doc_hello.wasm": ("clang", ["docs/hello.c"], _C_BASE),
 }
 
 
