@@ -78,7 +78,8 @@ class GuestAllocator:
         self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn
     ) -> None:
         self._spirit = spirit
-        self._exports = exports  # looked up at each call: the Spirit fills it after linking
+        self._exports = exports  # looked up at first use: the Spirit fills it after linking
+        self._fns: dict[str, Callable[..., Any]] = {}
         self._zero = zero
         self._move = move
         self._live: dict[int, tuple[int, int]] = {}  # ptr -> (raw pointer from the guest, size)
@@ -97,20 +98,25 @@ class GuestAllocator:
         entry = self._live.get(ptr)
         return None if entry is None else entry[1]
 
-    def _call(self, export: str, operation: str, *args: int) -> Any:
+    def _lookup(self, export: str) -> Callable[..., Any]:
         try:
-            fn = self._exports[export]
+            fn = self._fns[export] = self._exports[export]
         except KeyError:
             raise GuestAllocatorError(
-                self._spirit, self.strategy, operation, f"export {export!r} is not callable yet"
+                self._spirit, self.strategy, export, "the export is not callable yet"
             ) from None
+        return fn
+
+    def _call(self, export: str, *args: int) -> Any:
+        fn = self._fns.get(export) or self._lookup(export)
         self.busy += 1
         try:
             return fn(*args)
         except (LimitExceeded, SpiritTerminated):
             raise  # the Spirit's limits apply to its allocator as to any call
         except VudoError as exc:
-            raise GuestAllocatorError(self._spirit, self.strategy, operation, str(exc)) from exc
+            call = f"{export}({', '.join(map(str, args))})"
+            raise GuestAllocatorError(self._spirit, self.strategy, call, str(exc)) from exc
         finally:
             self.busy -= 1
 
@@ -127,9 +133,9 @@ class GuestAllocator:
         guest has no memory left."""
         if size < 0 or size > _MAX_ALLOC or align < 1 or align & (align - 1):
             return 0
-        align = max(align, 8)
-        rounded = _round8(size)
-        operation = f"allocating {size} bytes"
+        if align < 8:
+            align = 8
+        rounded = (size + 7) & ~7 if size else 8
         raw = self._raw_alloc(rounded, align) & _MASK
         if raw == 0:
             return 0
@@ -145,7 +151,7 @@ class GuestAllocator:
             rounded = padded - (ptr - raw)
         if ptr in self._live:  # the guest handed out a block the host still holds
             raise GuestAllocatorError(
-                self._spirit, self.strategy, operation,
+                self._spirit, self.strategy, f"allocating {size} bytes",
                 f"returned 0x{ptr:x}, a block the host has not released",
             )
         self._live[ptr] = (raw, rounded)
@@ -200,10 +206,10 @@ class VudoHostAllocator(GuestAllocator):
     strategy = "guest:vudo_host_alloc"
 
     def _raw_alloc(self, size: int, align: int) -> int:
-        return int(self._call("vudo_host_alloc", f"allocating {size} bytes", size, align))
+        return int(self._call("vudo_host_alloc", size, align))
 
     def _raw_free(self, raw: int, size: int, align: int) -> None:
-        self._call("vudo_host_free", f"freeing 0x{raw:x}", raw, size, align)
+        self._call("vudo_host_free", raw, size, align)
 
 
 class MallocAllocator(GuestAllocator):
@@ -212,10 +218,10 @@ class MallocAllocator(GuestAllocator):
     strategy = "guest:malloc"
 
     def _raw_alloc(self, size: int, align: int) -> int:
-        return int(self._call("malloc", f"allocating {size} bytes", size))
+        return int(self._call("malloc", size))
 
     def _raw_free(self, raw: int, size: int, align: int) -> None:
-        self._call("free", f"freeing 0x{raw:x}", raw)
+        self._call("free", raw)
 
 
 class AssemblyScriptAllocator(GuestAllocator):
@@ -229,14 +235,13 @@ class AssemblyScriptAllocator(GuestAllocator):
     strategy = "guest:assemblyscript"
 
     def _raw_alloc(self, size: int, align: int) -> int:
-        operation = f"allocating {size} bytes"
-        ptr = int(self._call("__new", operation, size, _AS_ARRAYBUFFER_ID)) & _MASK
+        ptr = int(self._call("__new", size, _AS_ARRAYBUFFER_ID)) & _MASK
         if ptr:
-            self._call("__pin", operation, ptr)
+            self._call("__pin", ptr)
         return ptr
 
     def _raw_free(self, raw: int, size: int, align: int) -> None:
-        self._call("__unpin", f"freeing 0x{raw:x}", raw)
+        self._call("__unpin", raw)
 
 
 class CabiReallocAllocator(GuestAllocator):
@@ -256,11 +261,11 @@ class CabiReallocAllocator(GuestAllocator):
         self.leaked = 0
 
     def _raw_alloc(self, size: int, align: int) -> int:
-        return int(self._call("cabi_realloc", f"allocating {size} bytes", 0, 0, align, size))
+        return int(self._call("cabi_realloc", 0, 0, align, size))
 
     def _raw_free(self, raw: int, size: int, align: int) -> None:
         if self._has_free:
-            self._call("free", f"freeing 0x{raw:x}", raw)
+            self._call("free", raw)
         else:
             self.leaked += size
 
