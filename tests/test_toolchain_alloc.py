@@ -225,3 +225,35 @@ def test_the_warned_hazard_is_real(name: str) -> None:
     for _ in range(20):
         spirit.call("g_alloc", 5000, 0x11)
     assert spirit.memory.read_bytes(ptr, 1000) != b"\xab" * 1000
+
+
+@pytest.mark.parametrize("name", ["c_malloc", "as_export"])
+def test_host_allocations_from_another_thread_while_the_guest_receives(name: str) -> None:
+    """Python-side allocations (through the guest allocator, under the Spirit's lock) from one
+    thread, messages received by the guest (vudo_recv allocating re-entrantly) on another."""
+    import threading
+
+    heap = Heap(name)
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def host_side() -> None:
+        start.wait()
+        try:
+            for i in range(400):
+                ptr = heap.mem.alloc(24 + i % 200)
+                heap.mem.free(ptr)
+        except BaseException as exc:  # reported below, on the test's thread
+            failures.append(exc)
+
+    worker = threading.Thread(target=host_side)
+    worker.start()
+    start.wait()
+    for i in range(400):
+        heap.message(1 + i * 37 % 3000)
+    worker.join()
+    assert failures == []
+    assert heap.mem.allocator.in_use == 0
+    heap.host(100)
+    heap.guest(100)
+    heap.check()
