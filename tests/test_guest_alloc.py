@@ -181,3 +181,34 @@ def test_c_malloc_out_of_memory_returns_zero_and_keeps_the_message() -> None:
     assert spirit.deliver("big", bytes(3 << 20))
     assert spirit.call("recv_check") == -2  # vudo_recv returned 0: heap full...
     assert spirit.broker.pending("c_malloc") == 1  # ...and the message is still there
+
+
+def test_assemblyscript_new_and_pin_happen_under_one_hold_of_the_lock() -> None:
+    """A collection between __new and __pin (another thread's guest call) would free the new
+    block: the Spirit's lock is held across both."""
+    import threading
+
+    from vudo._guest_alloc import AssemblyScriptAllocator
+
+    lock = threading.RLock()
+    events: list[str] = []
+    guest = FakeGuest()
+
+    class Recording:
+        def __enter__(self) -> None:
+            lock.acquire()
+            events.append("enter")
+
+        def __exit__(self, *exc: object) -> None:
+            events.append("exit")
+            lock.release()
+
+    exports: dict[str, Callable[..., Any]] = {
+        "__new": lambda size, _id: events.append("new") or guest.malloc(size),
+        "__pin": lambda ptr: events.append("pin") or ptr,
+        "__unpin": lambda ptr: events.append("unpin"),
+    }
+    heap = AssemblyScriptAllocator("fake", exports, guest.zero, guest.move,
+                                   lock=Recording())  # type: ignore[arg-type]
+    heap.free(heap.alloc(16))
+    assert events == ["enter", "new", "pin", "exit", "enter", "unpin", "exit"]

@@ -6,7 +6,9 @@ component model's ``cabi_realloc``...) owns all of its memory: host blocks are s
 that heap hands them out. Each class here implements the :class:`~vudo.allocator.Allocator`
 protocol by calling the guest's exports, given as a mapping from export name to a callable (the
 Spirit's call paths, which take its lock and apply its limits; they may be entered from inside a
-host function, so nothing here holds a lock of its own across a guest call).
+host function). Given the Spirit's (re-entrant) lock, each host operation holds it throughout,
+so an operation made of several guest calls (AssemblyScript's ``__new`` then ``__pin``: a
+collection between them would free the new block) is atomic against the Spirit's other threads.
 
 Bookkeeping stays in Python: the host frees only what it allocated (an unknown pointer is
 ignored, never handed to the guest's ``free``), blocks are zeroed and 8-byte aligned whatever the
@@ -16,6 +18,8 @@ guest returns, a 0 result means out of memory, and a trap inside the guest alloc
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,9 +79,13 @@ class GuestAllocator:
     strategy = "guest"
 
     def __init__(
-        self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn
+        self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn,
+        *, lock: threading.RLock | None = None,
     ) -> None:
         self._spirit = spirit
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            lock if lock is not None else contextlib.nullcontext()
+        )
         self._exports = exports  # looked up at first use: the Spirit fills it after linking
         self._fns: dict[str, Callable[..., Any]] = {}
         self._zero = zero
@@ -133,6 +141,10 @@ class GuestAllocator:
         guest has no memory left."""
         if size < 0 or size > _MAX_ALLOC or align < 1 or align & (align - 1):
             return 0
+        with self._lock:
+            return self._alloc(size, align, zero)
+
+    def _alloc(self, size: int, align: int, zero: bool) -> int:
         if align < 8:
             align = 8
         rounded = (size + 7) & ~7 if size else 8
@@ -162,17 +174,22 @@ class GuestAllocator:
 
     def free(self, ptr: int) -> None:
         """Give a host block back to the guest; pointers the host did not allocate are ignored."""
-        entry = self._live.pop(ptr, None)
-        if entry is None:
-            return
-        raw, size = entry
-        self._in_use -= size
-        self._raw_free(raw, size, 8)
+        with self._lock:
+            entry = self._live.pop(ptr, None)
+            if entry is None:
+                return
+            raw, size = entry
+            self._in_use -= size
+            self._raw_free(raw, size, 8)
 
     def realloc(self, ptr: int, old_size: int, new_size: int) -> int:
         """Allocate anew, copy ``min(old, new)`` bytes, free the old block; 0 keeps the old."""
         if ptr == 0:
             return self.alloc(new_size)
+        with self._lock:
+            return self._realloc(ptr, old_size, new_size)
+
+    def _realloc(self, ptr: int, old_size: int, new_size: int) -> int:
         entry = self._live.get(ptr)
         if entry is None or new_size < 0 or new_size > _MAX_ALLOC:
             return 0
@@ -193,8 +210,9 @@ class GuestAllocator:
 
     def reset(self) -> None:
         """Give every host block back to the guest."""
-        for ptr in list(self._live):
-            self.free(ptr)
+        with self._lock:
+            for ptr in list(self._live):
+                self.free(ptr)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.strategy} of {self._spirit!r}: {self._in_use} B>"
@@ -253,9 +271,9 @@ class CabiReallocAllocator(GuestAllocator):
 
     def __init__(
         self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn,
-        *, has_free: bool,
+        *, has_free: bool, lock: threading.RLock | None = None,
     ) -> None:
-        super().__init__(spirit, exports, zero, move)
+        super().__init__(spirit, exports, zero, move, lock=lock)
         self._has_free = has_free
         #: Bytes released by the host that the guest could not take back (no ``free`` export).
         self.leaked = 0
@@ -296,22 +314,25 @@ def choose_guest_allocator(
     exports: Mapping[str, Callable[..., Any]],
     zero: ZeroFn,
     move: MoveFn,
+    *,
+    lock: threading.RLock | None = None,
 ) -> GuestAllocator | None:
     """The guest-backed host allocator for a Spirit, or ``None`` (use the grown-pages heap).
 
     ``signatures`` are the exported functions' wasm signatures; ``exports`` maps export names
     to the callables that run them under the Spirit's lock and limits (it may be filled later:
-    nothing is called here).
+    nothing is called here); ``lock`` is the Spirit's re-entrant lock, held by every host
+    operation.
     """
     strategy = recognised_allocator(signatures)
     if strategy is None:
         return None
     if strategy == CabiReallocAllocator.strategy:
         has_free = signatures.get("free") == (_I, ())
-        return CabiReallocAllocator(spirit, exports, zero, move, has_free=has_free)
+        return CabiReallocAllocator(spirit, exports, zero, move, has_free=has_free, lock=lock)
     kind = {
         VudoHostAllocator.strategy: VudoHostAllocator,
         MallocAllocator.strategy: MallocAllocator,
         AssemblyScriptAllocator.strategy: AssemblyScriptAllocator,
     }[strategy]
-    return kind(spirit, exports, zero, move)
+    return kind(spirit, exports, zero, move, lock=lock)

@@ -147,7 +147,7 @@ def install_host_allocator(spirit: Any, memory: Any) -> str:
     """
     guest = choose_guest_allocator(
         spirit.name, export_signatures(spirit.module), _Exports(spirit), memory._zero,
-        memory._move,
+        memory._move, lock=spirit._lock,
     )
     if guest is not None:
         memory.allocator = guest
