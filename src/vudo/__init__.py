@@ -14,7 +14,7 @@ from . import abi as abi  # documented submodules
 from . import errors as errors
 from . import providers as providers
 from ._compat import deprecated_names
-from ._config import Limits, MemoryOptions, Permissions, SpiritConfig
+from ._config import Limits, MemoryOptions, Permissions, SpiritConfig, WasiOptions
 from ._effects import StandardEffectHandler
 from ._host import (
     HostContext,
@@ -34,6 +34,7 @@ from ._providers import MessageBus, Providers
 from ._runtime.cache import configure_cache
 from ._session import AsyncSeance, Seance
 from ._spirit import Spirit, aload_spirit, load_spirit
+from ._spirit.toolchains import run_command
 from .errors import (
     LimitExceeded,
     LinkError,
@@ -76,6 +77,7 @@ __all__ = [
     "SpiritTrap",
     "StandardEffectHandler",
     "VudoError",
+    "WasiOptions",
     "WasmMemory",
     "__version__",
     "aload_spirit",
@@ -88,6 +90,7 @@ __all__ = [
     "i64",
     "load_spirit",
     "native_available",
+    "run_command",
 ]
 
 

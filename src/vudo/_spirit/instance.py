@@ -57,6 +57,10 @@ def link_externs(
             imported_memory = wasmtime.Memory(store, entry.memory_type)
             externs.append(imported_memory)
             continue
+        if entry.engine_wasi:  # [toolchains] a WASI function wasmtime implements
+            assert ctx.wasi is not None
+            externs.append(ctx.wasi.engine_function(entry.name))
+            continue
         fn = bind_host_function(entry, ctx, bridge, trace=trace)
         if isinstance(fn, UnresolvedImport):
             problems.append(fn)

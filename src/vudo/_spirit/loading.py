@@ -12,6 +12,7 @@ import wasmtime
 
 from .._runtime.cache import get_cache
 from .._runtime.engine import get_engine
+from .._runtime.wasm_scan import note_module
 from ..errors import LoadError
 
 __all__ = ["Source", "compile_source", "engine_message", "read_wasm"]
@@ -111,6 +112,7 @@ def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Modu
             module = wasmtime.Module(get_engine(), data)
     except wasmtime.WasmtimeError as exc:
         raise LoadError(label, f"invalid WebAssembly module: {engine_message(exc)}") from None
+    note_module(module, data)  # [toolchains] does it grow memory itself? (host-abi.md)
     return module, label, default_name
 
 
