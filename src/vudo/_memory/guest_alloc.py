@@ -20,7 +20,6 @@ guest returns, a 0 result means out of memory, and a trap inside the guest alloc
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +47,8 @@ HOST_PAGES = "host-pages"
 
 Signature = tuple[tuple[str, ...], tuple[str, ...]]
 ZeroFn = Callable[[int, int], None]
+#: The Spirit's re-entrant call lock (``threading.RLock`` or the native core's).
+Lock = contextlib.AbstractContextManager[Any]
 MoveFn = Callable[[int, int, int], None]
 
 _MASK = 0xFFFFFFFF
@@ -69,7 +70,7 @@ class GuestAllocator:
 
     def __init__(
         self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn,
-        *, lock: threading.RLock | None = None,
+        *, lock: Lock | None = None,
     ) -> None:
         self._spirit = spirit
         self._lock: contextlib.AbstractContextManager[Any] = (
@@ -260,7 +261,7 @@ class CabiReallocAllocator(GuestAllocator):
 
     def __init__(
         self, spirit: str, exports: Mapping[str, Callable[..., Any]], zero: ZeroFn, move: MoveFn,
-        *, has_free: bool, lock: threading.RLock | None = None,
+        *, has_free: bool, lock: Lock | None = None,
     ) -> None:
         super().__init__(spirit, exports, zero, move, lock=lock)
         self._has_free = has_free
@@ -304,7 +305,7 @@ def choose_guest_allocator(
     zero: ZeroFn,
     move: MoveFn,
     *,
-    lock: threading.RLock | None = None,
+    lock: Lock | None = None,
 ) -> GuestAllocator | None:
     """The guest-backed host allocator for a Spirit, or ``None`` (use the grown-pages heap).
 

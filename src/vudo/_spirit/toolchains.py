@@ -12,7 +12,6 @@ guest's allocator, WASI, the strategy-3 warning and a reactor's ``_initialize``
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -23,6 +22,7 @@ from .._host import Logger
 from .._host.wasi_context import WasiContext, configure_wasi, imports_wasi
 from .._memory import Allocator, WasmMemory
 from .._memory.guest_alloc import (
+    Lock,
     MoveFn,
     ZeroFn,
     choose_guest_allocator,
@@ -92,7 +92,7 @@ class _Exports(Mapping[str, Callable[..., Any]]):
         return len(self._spirit.functions)
 
 
-def install_host_allocator(spirit: Spirit, memory: WasmMemory, lock: threading.RLock) -> str:
+def install_host_allocator(spirit: Spirit, memory: WasmMemory, lock: Lock) -> str:
     """Make the Spirit's exported allocator, if any, its host allocator; return the strategy.
 
     Every host operation through it holds ``lock`` (the Spirit's, re-entrant).
