@@ -1,12 +1,14 @@
-"""Build the optional C extension vudo._nbus (message bus and host heap).
+"""Build the optional C extensions; without a compiler vudo installs anyway and runs its
+pure-Python paths. Everything else about the package lives in pyproject.toml.
 
-Kept minimal: project metadata lives in pyproject.toml. ``optional=True`` makes a failed build
-(no compiler, no Python headers) a warning, and vudo then runs its pure-Python paths.
+- ``vudo._cnative``: the native call path, host trampoline, epoch ticker, lock, built-ins.
+- ``vudo._nbus``: the in-process message bus and the free-list host heap.
 """
 
 from setuptools import Extension, setup
 
-NBUS_SOURCES = [
+NATIVE = ["module.c", "caller.c", "host.c", "lock.c", "builtins.c"]
+NBUS = [
     "bus.c", "bus_hooks.c", "bus_py.c", "bus_type.c",  # the message bus
     "heap.c", "heap_py.c",  # the host heap
     "host.c", "host_test.c", "module.c",  # host function bodies, test entry points, capsule
@@ -15,12 +17,21 @@ NBUS_SOURCES = [
 setup(
     ext_modules=[
         Extension(
+            "vudo._cnative",
+            sources=[f"src/vudo/_native/{name}" for name in NATIVE],
+            depends=[f"src/vudo/_native/{h}" for h in (
+                "native.h", "host.h", "wasmtime_api.h", "vudo_native_host.h")],
+            extra_compile_args=["-O2", "-std=gnu11"],
+            libraries=["dl", "pthread"],
+            optional=True,
+        ),
+        Extension(
             "vudo._nbus",
-            sources=[f"src/vudo/_nbus/{name}" for name in NBUS_SOURCES],
+            sources=[f"src/vudo/_nbus/{name}" for name in NBUS],
             depends=[f"src/vudo/_nbus/{h}" for h in ("nbus.h", "heap.h", "vudo_nbus.h")],
             extra_compile_args=["-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra",
                                 "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
             optional=True,
-        )
+        ),
     ]
 )

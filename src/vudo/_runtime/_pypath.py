@@ -107,6 +107,14 @@ class PythonBackend:
         )
         return ffi.func_new_unchecked(store, ty, callback)
 
+    def builtin(
+        self, state: CallState, store: wasmtime.Store, name: str, params: tuple[str, ...],
+        results: tuple[str, ...], keepalive: list[Any], *, default_time: bool,
+        default_random: bool,
+    ) -> tuple[wasmtime.Func, Callable[[int, Any], None]] | None:
+        """No built-ins: every host function is a Python one."""
+        return None
+
     def ensure_ticker(self) -> None:
         """See :meth:`Backend.ensure_ticker`."""
         engine.ensure_ticker()

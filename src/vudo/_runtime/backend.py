@@ -54,19 +54,41 @@ class Backend(Protocol):
         and reach the caller through ``state``."""
         ...
 
+    def builtin(
+        self, state: CallState, store: wasmtime.Store, name: str, params: tuple[str, ...],
+        results: tuple[str, ...], keepalive: list[Any], *, default_time: bool,
+        default_random: bool,
+    ) -> tuple[wasmtime.Func, Callable[[int, Any], None]] | None:
+        """A core host function implemented by the backend itself, or ``None``.
+
+        Returns ``(func, bind)``; ``bind(memory_address, logger)`` is called once the instance
+        exists. Only asked for the core Loa's own functions, without tracing.
+        """
+        ...
+
     def ensure_ticker(self) -> None:
         """Start the process-wide epoch ticker (idempotent)."""
         ...
 
 
-_backend: Backend | None = None
+_backends: dict[str, Backend] = {}
 
 
 def get_backend() -> Backend:
-    """The call-path implementation of this process."""
-    global _backend
-    if _backend is None:
-        from ._pypath import PythonBackend
+    """The call-path implementation for a Spirit loaded now: the native core when it is built
+    and active (not ``VUDO_NATIVE=0``, not inside :func:`.cnative.fallback`), else Python."""
+    from . import cnative
 
-        _backend = PythonBackend()
-    return _backend
+    kind = "native" if cnative.active() else "python"
+    backend = _backends.get(kind)
+    if backend is None:
+        if kind == "native":
+            from ._cpath import NativeBackend
+
+            backend = NativeBackend()
+        else:
+            from ._pypath import PythonBackend
+
+            backend = PythonBackend()
+        _backends[kind] = backend
+    return backend

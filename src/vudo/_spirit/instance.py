@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
 
 from .._config import Limits
 from .._host import HostContext
+from .._host.loas import CORE_LOA
 from .._linking import LinkPlan, bind_host_function
-from .._runtime import ffi
+from .._runtime import cnative, ffi
 from .._runtime.asyncbridge import AsyncBridge
 from .._runtime.backend import Backend
 from .._runtime.callstate import CallState, trap_cause
@@ -34,9 +36,11 @@ def new_store(limits: Limits, state: CallState, backend: Backend, keepalive: lis
         )
     store.set_fuel(_UNLIMITED_FUEL)
     store.set_epoch_deadline(1)
-    epoch_cb = ffi.EPOCH_CALLBACK(state.on_epoch)
+    epoch_cb: Any = state.on_epoch
+    if not cnative.set_epoch_callback(store, epoch_cb, interrupt="interrupt"):
+        epoch_cb = ffi.EPOCH_CALLBACK(epoch_cb)
+        ffi.set_epoch_callback(store, epoch_cb)
     keepalive.append(epoch_cb)
-    ffi.set_epoch_callback(store, epoch_cb)
     state.set_fuel = store.set_fuel
     backend.ensure_ticker()
     return store
@@ -44,14 +48,21 @@ def new_store(limits: Limits, state: CallState, backend: Backend, keepalive: lis
 
 def link_externs(
     plan: LinkPlan, store: wasmtime.Store, ctx: HostContext, state: CallState, backend: Backend,
-    bridge: AsyncBridge, *, trace: bool, keepalive: list[Any],
-) -> tuple[list[Any], wasmtime.Memory | None]:
-    """One extern per import of ``plan`` (host functions bound to ``ctx``), and the imported
-    memory if there is one. Raises one ``LinkError`` for every derived signature that does not
-    match."""
+    bridge: AsyncBridge, *, trace: bool, keepalive: list[Any], default_time: bool,
+    default_random: bool,
+) -> tuple[list[Any], wasmtime.Memory | None, list[Callable[[int, Any], None]]]:
+    """One extern per import of ``plan`` (host functions bound to ``ctx``), the imported
+    memory if there is one, and the binders of built-in host functions (called with the
+    memory's address and the logger once the instance exists). Raises one ``LinkError`` for
+    every derived signature that does not match.
+
+    The core Loa's own functions may be served by the backend itself (the native core's C
+    clocks, randomness and text output), unless the Spirit is traced.
+    """
     externs: list[Any] = []
     imported_memory: wasmtime.Memory | None = None
     problems: list[UnresolvedImport] = []
+    binders: list[Callable[[int, Any], None]] = []
     for entry in plan.imports:
         if entry.memory_type is not None:
             imported_memory = wasmtime.Memory(store, entry.memory_type)
@@ -61,6 +72,17 @@ def link_externs(
             assert ctx.wasi is not None
             externs.append(ctx.wasi.engine_function(entry.name))
             continue
+        if not trace and entry.host is not None and entry.host is CORE_LOA.functions.get(
+            entry.name
+        ):
+            made = backend.builtin(
+                state, store, entry.name, entry.params, entry.results, keepalive,
+                default_time=default_time, default_random=default_random,
+            )
+            if made is not None:
+                externs.append(made[0])
+                binders.append(made[1])
+                continue
         fn = bind_host_function(entry, ctx, bridge, trace=trace)
         if isinstance(fn, UnresolvedImport):
             problems.append(fn)
@@ -70,7 +92,7 @@ def link_externs(
         ))
     if problems:
         raise LinkError(plan.source, problems)
-    return externs, imported_memory
+    return externs, imported_memory, binders
 
 
 def instantiate(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -24,6 +24,7 @@ from .._providers import (
     SystemRandomProvider,
     SystemTimeProvider,
 )
+from .._runtime import cnative
 from .._runtime.asyncbridge import AsyncBridge
 from .._runtime.backend import get_backend
 from .._runtime.callstate import CallState
@@ -85,7 +86,7 @@ class Spirit:
         if not self.broker.is_registered(name):
             self.broker.register(name, capacity=cfg.limits.max_inbox)
 
-        self._lock = threading.RLock()
+        self._lock = cnative.rlock()
         limits = cfg.limits
         tracked = cfg.debug or limits.fuel is not None or limits.timeout is not None
         self._state = CallState(
@@ -107,9 +108,11 @@ class Spirit:
             provider_sleep=(None if isinstance(self.time_provider, SystemTimeProvider)
                             else self.time_provider.sleep), wasi=setup_wasi(self, self.store),
         )
-        externs, imported = link_externs(
+        externs, imported, binders = link_externs(
             plan, self.store, self.context, self._state, backend, self._bridge,
             trace=cfg.trace, keepalive=self._keepalive,
+            default_time=type(self.time_provider) is SystemTimeProvider,
+            default_random=type(self.random_provider) is SystemRandomProvider,
         )
         self.instance = instantiate(self.store, module, externs, self._state, source_label)
         self.exports: dict[str, Any] = dict(self.instance.exports(self.store))
@@ -120,6 +123,9 @@ class Spirit:
             )
         if mem is not None:
             self._memory.attach(self.store, mem)
+        address = ctypes.addressof(mem._memory) if mem is not None else 0
+        for bind in binders:
+            bind(address, self.logger)
         self._callers: dict[str, Callable[..., Any]] = {}
         self._signatures: dict[str, tuple[tuple[ValType, ...], tuple[ValType, ...]]] = {}
         for ename, ext in self.exports.items():
@@ -286,7 +292,7 @@ class Spirit:
         if self._owns_effects and isinstance(self.effect_handler, StandardEffectHandler):
             self.effect_handler.close()
         self._bridge.close()
-        if self._lock._is_owned():  # type: ignore[attr-defined]
+        if self._lock._is_owned():
             return  # closed from inside one of its own calls: wasm is still on the stack
         with self._lock:
             self._memory.detach()

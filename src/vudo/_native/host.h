@@ -1,0 +1,42 @@
+/* Shared by host.c (trampolines, registration) and builtins.c (host functions in C). */
+#ifndef VUDO_HOST_H
+#define VUDO_HOST_H
+
+#include "native.h"
+
+enum { K_TRAMPOLINE = 0, K_NOW = 1, K_MONOTONIC = 2, K_RANDOM = 3, K_RANDOM_BYTES = 4,
+       K_TEXT = 5 /* vudo_print & co: decode in C, call the logger's method */ };
+
+typedef struct host_env {
+    PyObject *owner; /* Trampoline or Builtin; NULL once it is freed */
+    struct host_env *next;
+    int kind;
+    int has_memory;
+    wasmtime_memory_t memory;
+    _Atomic int64_t last; /* vudo_monotonic_now never decreases */
+} host_env;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fail, *fn;
+    host_env *envs;
+    Py_ssize_t nparams, nresults;
+    char types[]; /* parameter codes then result codes */
+} Trampoline;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fail, *spirit_name;
+    PyObject *out; /* K_TEXT: the logger method called with the decoded text */
+    host_env *envs;
+    int kind;
+    int has_memory;
+    wasmtime_memory_t memory;
+} Builtin;
+
+wasm_trap_t *vudo_builtin_callback(void *envp, wasmtime_caller_t *caller,
+                                   wasmtime_val_raw_t *raw, size_t len);
+void vudo_detach_envs(host_env *env);
+int vudo_builtins_init(void);
+
+#endif
