@@ -1,27 +1,36 @@
-"""Message throughput and round-trip latency: NATS JetStream across processes vs the in-process bus.
+"""NatsBroker beside raw nats-py doing the same JetStream work, in one run.
 
     PYTHONPATH=src python benchmarks/bench_nats.py [--messages 20000] [--round-trips 500]
 
-Starts a throw-away ``nats-server -js`` on a free loopback port (``nats-server`` must be
-installed: ``apt-get install nats-server``), then measures, in one run:
+Starts a throw-away ``nats-server -js -m <port>`` on loopback (``apt-get install nats-server``)
+and measures, across OS processes:
 
-* in-process :class:`~vudo.broker.MessageBus`: one thread posting, another receiving
-  (throughput), and two threads answering each other (round trip);
-* :class:`~vudo.nats.NatsBroker` across two OS processes: a sender process posting as fast as
-  ``post`` accepts, this process receiving (throughput, for both acknowledgement modes), and a
-  ping-pong against an echo process (round trip).
+* receive while another process sends, ``ack="sync"`` and ``ack="async"``: NatsBroker
+  (``recv`` finishing the previous message) beside raw nats-py (a push consumer on the same kind
+  of stream, ``ack_sync()`` / ``ack()`` per message; the raw sender publishes the same framed
+  payload with one ``Nats-Msg-Id`` header and a window of PubAcks);
+* round trip between two processes, both sides ``ack="sync"``, beside raw nats-py;
+* server CPU per message with 1 and with 1,000 receiving Spirits (from the server's monitoring
+  endpoint, ``/varz`` ``cpu`` sampled through the run, and from ``/proc`` as a check);
+* time to register 1,000 Spirits, and recovery after a server kill with 1,000 registered.
 
-Throughput is counted at the receiver, from the first message received to the last.
+The raw nats-py code is in this file (``raw_*`` roles); the benchmark runs itself as the peer.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Literal
 
@@ -29,136 +38,306 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from nats_helpers import NatsServer, find_nats_server, spawn  # noqa: E402
+from nats_helpers import NatsServer, find_nats_server, free_port, spawn  # noqa: E402
 
-from vudo import Message, MessageBus  # noqa: E402
 from vudo.nats import NatsBroker  # noqa: E402
+from vudo.nats._wire import encode  # noqa: E402
 
 
-def _pcts(samples: list[float]) -> tuple[float, float]:
-    """Median and 99th percentile in microseconds."""
-    s = sorted(samples)
-    return statistics.median(s) * 1e6, s[min(len(s) - 1, int(len(s) * 0.99))] * 1e6
+def _median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
 
 
-def bench_bus_throughput(n: int, size: int) -> float:
-    """Messages/s through a MessageBus from one thread to another."""
-    bus = MessageBus(capacity=n + 1)
-    bus.register("a")
-    bus.register("b")
+def _peer(*args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, __file__, "--role", *args], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _line(p: subprocess.Popen[str], prefix: str) -> str:
+    assert p.stdout is not None
+    for line in p.stdout:
+        if line.startswith(prefix):
+            return line.strip()
+    raise RuntimeError(f"peer exited before {prefix!r}")
+
+
+# --- raw nats-py ---------------------------------------------------------------------------
+
+async def _ignore(_msg: object) -> None:
+    """PubAcks the raw round trip does not wait for (NatsBroker's post does not either)."""
+
+async def _raw_stream(js: object, name: str, subjects: list[str]) -> None:
+    from nats.js import api
+
+    await js.add_stream(api.StreamConfig(  # type: ignore[attr-defined]
+        name=name, subjects=subjects, retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE, discard=api.DiscardPolicy.NEW,
+        max_msgs_per_subject=10_000, discard_new_per_subject=True, duplicate_window=120.0))
+
+
+async def raw_send(url: str, subject: str, n: int, size: int, window: int = 1024) -> float:
+    """Publish ``n`` framed messages with a window of unconfirmed PubAcks; seconds taken."""
+    import nats
+
+    nc = await nats.connect(url)
+    inflight = asyncio.Semaphore(window)
+    done = asyncio.Event()
+    confirmed = 0
+
+    async def on_ack(_msg: object) -> None:
+        nonlocal confirmed
+        confirmed += 1
+        inflight.release()
+        if confirmed == n:
+            done.set()
+
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox + ".*", cb=on_ack)
     payload = b"x" * size
-    arrived = threading.Semaphore(0)
-    bus.on_message("b", lambda _m: arrived.release())
-    got = 0
-
-    def consume() -> None:
-        nonlocal got
-        while got < n:
-            arrived.acquire()
-            if bus.recv("b") is not None:
-                got += 1
-
-    t = threading.Thread(target=consume)
     t0 = time.perf_counter()
-    t.start()
-    for _ in range(n):
-        bus.post("a", "b", payload)
-    t.join()
-    return n / (time.perf_counter() - t0)
+    for i in range(n):
+        await inflight.acquire()
+        data = encode("src", 0, time.time() * 1000.0, b"12345678", payload)
+        await nc.publish(subject, data, reply=f"{inbox}.{i}",
+                         headers={"Nats-Msg-Id": f"raw{t0}{i:x}"})
+    await done.wait()
+    elapsed = time.perf_counter() - t0
+    await nc.close()
+    return elapsed
 
 
-def bench_bus_rtt(k: int) -> list[float]:
-    """Round trips between two threads answering each other through a MessageBus."""
-    bus = MessageBus()
-    bus.register("ping")
-    bus.register("pong")
-    ev = {"ping": threading.Event(), "pong": threading.Event()}
-    for name in ev:
-        bus.on_message(name, lambda m: ev[m.to].set())
+async def raw_receive(url: str, stream: str, subject: str, n: int,
+                      ack: Literal["sync", "async"], ready: threading.Event | None) -> float:
+    """Receive ``n`` messages through a push consumer, acknowledging each; msg/s."""
+    import nats
+    from nats.js import api
 
-    def echo() -> None:
-        for _ in range(k):
-            ev["pong"].wait()
-            ev["pong"].clear()
-            m = bus.recv("pong")
-            assert m is not None
-            bus.post("pong", "ping", m.payload)
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    got = 0
+    t0 = 0.0
+    finished = asyncio.Event()
+    sub = await js.subscribe(subject, durable="raw", manual_ack=True, pending_msgs_limit=-1,
+                             config=api.ConsumerConfig(max_ack_pending=10_000))
+    if ready is not None:
+        ready.set()
+    async for msg in sub.messages:
+        if got == 0:
+            t0 = time.perf_counter()
+        if ack == "sync":
+            await msg.ack_sync()
+        else:
+            await msg.ack()
+        got += 1
+        if got == n:
+            finished.set()
+            break
+    rate = (n - 1) / (time.perf_counter() - t0)
+    await nc.close()
+    return rate
 
-    t = threading.Thread(target=echo)
-    t.start()
+
+async def raw_echo(url: str, session: str) -> None:
+    """Answer every message on ``raw.<session>.pong`` to ``raw.<session>.ping`` (ack_sync)."""
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox, cb=_ignore)
+    sub = await js.subscribe(f"raw.{session}.pong", durable="pong", manual_ack=True)
+    print("READY", flush=True)
+    async for msg in sub.messages:
+        await msg.ack_sync()
+        if msg.data == b"stop":
+            break
+        await nc.publish(f"raw.{session}.ping", msg.data, reply=inbox,
+                         headers={"Nats-Msg-Id": f"e{time.monotonic_ns()}"})
+    await nc.close()
+
+
+async def raw_rtt(url: str, session: str, k: int) -> list[float]:
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await _raw_stream(js, f"RAWRTT_{session}", [f"raw.{session}.>"])
+    sub = await js.subscribe(f"raw.{session}.ping", durable="ping", manual_ack=True)
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox, cb=_ignore)
+    echo = _peer("raw_echo", url, session)
+    await asyncio.get_running_loop().run_in_executor(None, _line, echo, "READY")
     rtts = []
-    for i in range(k):
+    for i in range(k + 20):
         t0 = time.perf_counter()
-        bus.post("ping", "pong", str(i).encode())
-        ev["ping"].wait()
-        ev["ping"].clear()
-        assert bus.recv("ping") is not None
-        rtts.append(time.perf_counter() - t0)
-    t.join()
+        await nc.publish(f"raw.{session}.pong", b"%d" % i, reply=inbox,
+                         headers={"Nats-Msg-Id": f"p{time.monotonic_ns()}"})
+        msg = await sub.next_msg(timeout=10)
+        await msg.ack_sync()
+        if i >= 20:
+            rtts.append(time.perf_counter() - t0)
+    await nc.publish(f"raw.{session}.pong", b"stop", reply=inbox)
+    await nc.flush()
+    echo.wait(10)
+    await nc.close()
     return rtts
 
 
-def _recv_wait(b: NatsBroker, name: str, timeout: float = 30.0) -> Message:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = b.recv(name)
-        if m is not None:
-            return m
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} received nothing for {timeout}s")
-        b.wait_pending(name, 0.5)
+def bench_raw_receive(url: str, n: int, size: int, ack: Literal["sync", "async"]) -> float:
+    session = f"r{ack}{time.monotonic_ns() % 10**9}"
+
+    async def run() -> float:
+        import nats
+
+        nc = await nats.connect(url)
+        await _raw_stream(nc.jetstream(), f"RAW_{session}", [f"raw.{session}.>"])
+        await nc.close()
+        ready = threading.Event()
+        subject = f"raw.{session}.in.o.sink"
+        sender = threading.Thread(target=lambda: (ready.wait(10), _peer(
+            "raw_send", url, subject, str(n), str(size)).wait()))
+        sender.start()
+        rate = await raw_receive(url, f"RAW_{session}", subject, n, ack, ready)
+        sender.join()
+        return rate
+
+    return asyncio.run(run())
 
 
-def bench_nats_throughput(
-    url: str, n: int, size: int, ack: Literal["sync", "async"]
-) -> tuple[float, float]:
-    """(messages/s received, messages/s the sender's posts were confirmed) across processes."""
-    session = f"bench{ack}{time.monotonic_ns() % 10**9}"
+# --- NatsBroker ------------------------------------------------------------------------------
+
+def bench_vudo_receive(url: str, n: int, size: int, ack: Literal["sync", "async"]) -> float:
+    session = f"v{ack}{time.monotonic_ns() % 10**9}"
     with NatsBroker(url, session=session, ack=ack) as sink:
         sink.register("sink")
-        sender = spawn("send", url, session, "--me", "src", "--to", "sink",
-                       "--count", str(n), "--size", str(size))
-        try:
-            sender.wait_for_line("READY", 30)
-            _recv_wait(sink, "sink")
-            t0 = time.perf_counter()
-            for _ in range(n - 1):
-                _recv_wait(sink, "sink")
-            recv_rate = (n - 1) / (time.perf_counter() - t0)
-            sent = sender.wait_for_line("SENT", 60).split()
-            send_rate = n / float(sent[3])
-            sender.finish(30)
-        finally:
-            if sender.poll() is None:
-                sender.kill()
-    return recv_rate, send_rate
+        sender = spawn("send", url, session, "--me", "src", "--to", "sink", "--count", str(n),
+                       "--size", str(size))
+        got, t0 = 0, 0.0
+        while got < n:
+            if sink.recv("sink") is None:
+                sink.wait_pending("sink", 0.5)
+                continue
+            if got == 0:
+                t0 = time.perf_counter()
+            got += 1
+        rate = (n - 1) / (time.perf_counter() - t0)
+        sender.wait_for_line("SENT", 60)
+        sender.finish(30)
+    return rate
 
 
-def bench_nats_rtt(url: str, k: int) -> list[float]:
-    """Round trips to an echo Spirit name held by another process."""
-    session = f"benchrtt{time.monotonic_ns() % 10**9}"
+def bench_vudo_rtt(url: str, k: int) -> list[float]:
+    session = f"vrtt{time.monotonic_ns() % 10**9}"
     with NatsBroker(url, session=session) as b:
         b.register("ping")
         pong = spawn("pong", url, session)
-        try:
-            pong.wait_for_line("READY", 30)
-            assert b.wait_registered("pong", 10)
-            for i in range(20):  # warm-up
-                b.post("ping", "pong", b"w%d" % i)
-                _recv_wait(b, "ping")
-            rtts = []
-            for i in range(k):
-                t0 = time.perf_counter()
-                b.post("ping", "pong", str(i).encode())
-                _recv_wait(b, "ping")
+        pong.wait_for_line("READY", 30)
+        assert b.wait_registered("pong", 10)
+        rtts = []
+        for i in range(k + 20):
+            t0 = time.perf_counter()
+            b.post("ping", "pong", str(i).encode())
+            while b.recv("ping") is None:
+                b.wait_pending("ping", 5)
+            if i >= 20:
                 rtts.append(time.perf_counter() - t0)
-            b.post("ping", "pong", b"stop")
-            b.flush(10)
-            pong.wait_for_line("DONE", 30)
-        finally:
-            if pong.poll() is None:
-                pong.kill()
+        b.post("ping", "pong", b"stop")
+        b.flush(10)
+        pong.wait_for_line("DONE", 30)
     return rtts
+
+
+def vudo_spread(url: str, session: str, spirits: int, n: int) -> None:
+    """Peer: post ``n`` messages round-robin to Spirits ``s0..`` (retrying back-pressure)."""
+    with NatsBroker(url, session=session) as b:
+        names = [f"s{i}" for i in range(spirits)]
+        for name in names:
+            b.wait_registered(name, 30)
+        print("READY", flush=True)
+        for i in range(n):
+            while b.post("src", names[i % spirits], b"x" * 64) != 0:
+                time.sleep(0.001)
+        b.flush(60)
+        print("SENT", flush=True)
+
+
+class ServerCpu:
+    """CPU the server spends, from ``/varz`` (sampled ``cpu`` percent) and from ``/proc``."""
+
+    def __init__(self, server: NatsServer, monitor: int) -> None:
+        self.server, self.monitor = server, monitor
+        self.varz_seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._proc0 = self._proc_seconds()
+
+    def _proc_seconds(self) -> float:
+        assert self.server.proc is not None
+        fields = Path(f"/proc/{self.server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.wait(0.25):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/varz") as r:
+                cpu = float(json.load(r)["cpu"])
+            now = time.perf_counter()
+            self.varz_seconds += cpu / 100 * (now - last)
+            last = now
+
+    def __enter__(self) -> ServerCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.proc_seconds = self._proc_seconds() - self._proc0
+
+
+def bench_server_cpu(server: NatsServer, monitor: int, spirits: int, n: int) -> tuple[float,
+                                                                                      float]:
+    """Server CPU microseconds per message (varz, /proc) with ``spirits`` receivers."""
+    session = f"cpu{spirits}x{time.monotonic_ns() % 10**9}"
+    with NatsBroker(server.url, session=session, ack="async") as b:
+        names = [f"s{i}" for i in range(spirits)]
+        for name in names:
+            b.register(name)
+        sender = _peer("vudo_spread", server.url, session, str(spirits), str(n))
+        _line(sender, "READY")
+        with ServerCpu(server, monitor) as cpu:
+            got = 0
+            while got < n:
+                before = got
+                for name in names:
+                    while b.recv(name) is not None:
+                        got += 1
+                if got == before:
+                    time.sleep(0.001)
+            _line(sender, "SENT")
+            b.flush(10)
+        sender.wait(30)
+    return cpu.varz_seconds / n * 1e6, cpu.proc_seconds / n * 1e6
+
+
+def bench_register_and_recover(server: NatsServer, spirits: int) -> tuple[float, float]:
+    session = f"reg{time.monotonic_ns() % 10**9}"
+    with NatsBroker(server.url, session=session) as b:
+        t0 = time.perf_counter()
+        for i in range(spirits):
+            b.register(f"s{i}")
+        register = time.perf_counter() - t0
+        server.stop(signal.SIGKILL)
+        while b.connected:
+            time.sleep(0.01)
+        server.start()
+        deadline = time.monotonic() + 30
+        while b.last_recovery is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the broker never recovered")
+            time.sleep(0.01)
+        return register, b.last_recovery
 
 
 def main() -> None:
@@ -166,36 +345,55 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--round-trips", type=int, default=500)
-    ap.add_argument("--size", type=int, default=64, help="payload bytes (throughput runs)")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--spirits", type=int, default=1000)
+    ap.add_argument("--role", nargs=argparse.REMAINDER)
     args = ap.parse_args()
+    if args.role:
+        role, *rest = args.role
+        if role == "raw_send":
+            asyncio.run(raw_send(rest[0], rest[1], int(rest[2]), int(rest[3])))
+        elif role == "raw_echo":
+            asyncio.run(raw_echo(rest[0], rest[1]))
+        elif role == "vudo_spread":
+            vudo_spread(rest[0], rest[1], int(rest[2]), int(rest[3]))
+        return
     binary = find_nats_server()
     if binary is None:
         raise SystemExit("nats-server not found (apt-get install nats-server)")
     n, k, size = args.messages, args.round_trips, args.size
-
-    rows: list[tuple[str, str, str]] = []
-    rows.append(("MessageBus, 2 threads", f"{bench_bus_throughput(n, size):,.0f} msg/s", ""))
-    med, p99 = _pcts(bench_bus_rtt(k))
-    rows.append(("MessageBus, 2 threads", "", f"median {med:,.0f} us, p99 {p99:,.0f} us"))
+    monitor = free_port()
+    rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        server = NatsServer(binary, Path(tmp))
+        server = NatsServer(binary, Path(tmp), extra=["-m", str(monitor)])
         server.start()
         try:
             for ack in ("sync", "async"):
-                recv_rate, send_rate = bench_nats_throughput(server.url, n, size, ack)
-                rows.append((f"NATS, 2 processes, ack={ack}",
-                             f"{recv_rate:,.0f} msg/s received "
-                             f"(sender confirmed {send_rate:,.0f} msg/s)", ""))
-            med, p99 = _pcts(bench_nats_rtt(server.url, k))
-            rows.append(("NATS, 2 processes, ack=sync", "", f"median {med:,.0f} us, "
-                         f"p99 {p99:,.0f} us"))
+                ours = bench_vudo_receive(server.url, n, size, ack)  # type: ignore[arg-type]
+                raw = bench_raw_receive(server.url, n, size, ack)  # type: ignore[arg-type]
+                rows.append((f"receive while sending, ack={ack}", f"{ours:,.0f} msg/s",
+                             f"{raw:,.0f} msg/s", f"{ours / raw:.2f}x"))
+            ours_rtt = _median_us(bench_vudo_rtt(server.url, k))
+            raw_rtt_us = _median_us(asyncio.run(raw_rtt(server.url, "b", k)))
+            rows.append(("round trip, median", f"{ours_rtt:,.0f} us", f"{raw_rtt_us:,.0f} us",
+                         f"{ours_rtt / raw_rtt_us:.2f}x"))
+            cpu1 = bench_server_cpu(server, monitor, 1, n)
+            cpun = bench_server_cpu(server, monitor, args.spirits, n)
+            rows.append(("server CPU/msg, 1 Spirit (varz; /proc)",
+                         f"{cpu1[0]:.1f} us; {cpu1[1]:.1f} us", "", ""))
+            rows.append((f"server CPU/msg, {args.spirits} Spirits (varz; /proc)",
+                         f"{cpun[0]:.1f} us; {cpun[1]:.1f} us", "",
+                         f"{cpun[1] / cpu1[1]:.2f}x of 1"))
+            register, recover = bench_register_and_recover(server, args.spirits)
+            rows.append((f"register {args.spirits} Spirits", f"{register:.2f} s", "", ""))
+            rows.append((f"reconnect recovery, {args.spirits} Spirits", f"{recover:.3f} s", "",
+                         ""))
         finally:
             server.stop()
-
     print(f"{n} messages of {size} bytes; {k} round trips; nats-server on loopback")
-    print(f"{'broker':34} {'throughput':48} round trip")
-    for name, thr, rtt in rows:
-        print(f"{name:34} {thr:48} {rtt}")
+    print(f"{'workload':44} {'NatsBroker':22} {'raw nats-py':14} ratio")
+    for name, ours_s, raw_s, ratio in rows:
+        print(f"{name:44} {ours_s:22} {raw_s:14} {ratio}")
 
 
 if __name__ == "__main__":

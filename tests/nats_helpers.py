@@ -60,8 +60,11 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float 
 class NatsServer:
     """A ``nats-server -js`` on a free loopback port with its store in ``store_dir``."""
 
-    def __init__(self, binary: str, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, binary: str, store_dir: Path, port: int | None = None,
+                 extra: list[str] | None = None) -> None:
         self.binary = binary
+        self.extra = extra or []
+        self.cmdline = " ".join(self.extra) + " "
         self.store_dir = store_dir
         self.port = port or free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
@@ -74,7 +77,7 @@ class NatsServer:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
-                 "-p", str(self.port)],
+                 "-p", str(self.port), *self.extra],
                 stdout=log, stderr=subprocess.STDOUT,
             )
 
@@ -107,6 +110,56 @@ class NatsServer:
         """Stop and start again on the same port and store."""
         self.stop()
         self.start()
+
+
+class NatsCluster:
+    """Three ``nats-server -js`` nodes on loopback ports, routed to each other (JetStream R3)."""
+
+    def __init__(self, binary: str, store_dir: Path, size: int = 3) -> None:
+        self.cluster_ports = [free_port() for _ in range(size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in self.cluster_ports)
+        self.nodes = [
+            NatsServer(binary, store_dir / f"n{i}", extra=[
+                "-n", f"n{i}", "--cluster_name", "vudo",
+                "--cluster", f"nats://127.0.0.1:{self.cluster_ports[i]}", "--routes", routes])
+            for i in range(size)
+        ]
+        self.url = ",".join(n.url for n in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node and wait until JetStream has a meta leader."""
+        try:
+            for n in self.nodes:
+                n.start()
+            wait_until(self._jetstream_ready, timeout, "the cluster's JetStream", step=0.2)
+        except BaseException:
+            self.stop()  # never leave a node running
+            raise
+
+    def _jetstream_ready(self) -> bool:
+        import asyncio
+
+        import nats
+
+        async def probe() -> bool:
+            nc = await nats.connect(self.url.split(","), connect_timeout=1, allow_reconnect=False)
+            try:
+                await nc.jetstream(timeout=1).account_info()
+                return True
+            except Exception:
+                return False
+            finally:
+                await nc.close()
+
+        try:
+            return asyncio.run(probe())
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for n in self.nodes:
+            n.stop()
 
 
 # --- peer processes ---------------------------------------------------------------------------
@@ -207,7 +260,8 @@ def _broker(args: argparse.Namespace) -> object:
     sys.path.insert(0, str(ROOT / "src"))
     from vudo.nats import NatsBroker
 
-    return NatsBroker(args.url, session=args.session, owner=args.owner, lease=args.lease)
+    return NatsBroker(args.url, session=args.session, owner=args.owner, lease=args.lease,
+                      max_inbox=args.max_inbox, replicas=args.replicas, ack=args.ack)
 
 
 def _say(*parts: object) -> None:
@@ -353,6 +407,7 @@ def role_recv(args: argparse.Namespace) -> None:
         m = _recv_wait(b, args.me, 30.0)
         assert isinstance(m, Message)
         _say("GOT", m.from_, m.payload.decode())
+        b.done(args.me, m)  # the work (printing) is done: never deliver it again
         n += 1
         if args.die_after and n == args.die_after:
             # Die with prefetched, unacknowledged messages in the local inbox and senders
@@ -362,6 +417,76 @@ def role_recv(args: argparse.Namespace) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
     b.close()
     _say("DONE")
+
+
+def role_fin(args: argparse.Namespace) -> None:
+    """Register ``me``; per message print ``GOT <payload>``, finish it, print ``FIN <payload>``
+    (the parent kills this role at random points and checks what was redelivered)."""
+    from vudo.broker import Message
+    from vudo.nats import NatsBroker
+
+    b = _broker(args)
+    assert isinstance(b, NatsBroker)
+    b.register(args.me)
+    _say("READY")
+    while True:
+        m = _recv_wait(b, args.me, 60.0)
+        assert isinstance(m, Message)
+        _say("GOT", m.payload.decode())
+        assert b.done(args.me, m)
+        _say("FIN", m.payload.decode())
+
+
+def role_holder(args: argparse.Namespace) -> None:
+    """Register ``me``; on a stdin line receive for ``--pace`` seconds printing ``GOT``, then
+    print ``END <local names>`` (for the stalled-holder test)."""
+    from vudo.broker import Message
+    from vudo.nats import NatsBroker
+
+    b = _broker(args)
+    assert isinstance(b, NatsBroker)
+    b.register(args.me)
+    _say("READY")
+    b.wait_pending(args.me, 10.0)
+    _say("PENDING", b.pending(args.me))
+    sys.stdin.readline()
+    deadline = time.monotonic() + args.pace
+    while time.monotonic() < deadline:
+        m = b.recv(args.me)
+        if m is None:
+            b.wait_pending(args.me, 0.05)
+            continue
+        assert isinstance(m, Message)
+        _say("GOT", m.payload.decode())
+    _say("END", ",".join(b.local_spirits()) or "-")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def role_flood(args: argparse.Namespace) -> None:
+    """Post ``<me>:<i>`` to ``to`` as fast as accepted until ``post`` says NOT_FOUND; print
+    ``NOTFOUND <accepted>`` and, once JetStream confirmed everything, ``FLUSHED``."""
+    from vudo.abi import ResultCode
+    from vudo.nats import NatsBroker
+
+    b = _broker(args)
+    assert isinstance(b, NatsBroker)
+    _say("READY")
+    if not b.wait_registered(args.to, 20.0):
+        raise SystemExit(f"{args.to} never registered")
+    i = 0
+    while True:
+        code = b.post(args.me, args.to, f"{args.me}:{i}".encode())
+        if code == ResultCode.NOT_FOUND:
+            break
+        if code == ResultCode.OK:
+            i += 1
+        else:
+            time.sleep(0.001)
+    _say("NOTFOUND", i)
+    if not b.flush(30.0):
+        raise SystemExit("sends were never confirmed")
+    _say("FLUSHED")
+    b.close()
 
 
 def role_claim(args: argparse.Namespace) -> None:
@@ -416,6 +541,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--die-after", type=int, default=0)
     p.add_argument("--pace", type=float, default=0.0)
     p.add_argument("--size", type=int, default=0, help="bytes of padding per sent message")
+    p.add_argument("--max-inbox", type=int, default=10_000)
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--ack", default="sync")
     p.add_argument("--wasm", default="")
     p.add_argument("--calls", nargs="*", default=[])
     args = p.parse_args(argv)
@@ -425,6 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     roles: dict[str, Callable[[argparse.Namespace], None]] = {
         "pong": role_pong, "ping": role_ping, "bcast": role_bcast, "send": role_send,
         "recv": role_recv, "claim": role_claim, "seance": role_seance,
+        "fin": role_fin, "holder": role_holder, "flood": role_flood,
     }
     roles[args.role](args)
 

@@ -40,7 +40,8 @@ if NATS_SERVER is None:
         allow_module_level=True,
     )
 
-from vudo.nats import BrokerUnavailable, NatsBroker, _name_from_token, name_token  # noqa: E402
+from vudo.nats import BrokerUnavailable, NatsBroker, name_token  # noqa: E402
+from vudo.nats._wire import name_from_token as _name_from_token  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,11 @@ class MessageBroker(Protocol):
         """Put a message just taken back at the head of its inbox (only when
         :attr:`supports_requeue`; other brokers are read peek-then-take)."""
 
+    def done(self, name: str, message: Message | None = None) -> bool:
+        """The Spirit ``name`` is finished with ``message`` (``None``: with everything it
+        took): a broker that acknowledges late (NATS) acknowledges it now."""
+        ...
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every accepted message is handed over; ``False`` on timeout."""
         ...

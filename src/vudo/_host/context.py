@@ -153,7 +153,9 @@ class Inbox:
     Built by the Spirit from the session's broker; the messaging host functions bind these
     callables once, so a send or receive costs one call into the broker. ``requeue`` is
     ``None`` for brokers that cannot put a message back (they are read peek-then-take).
-    ``outstanding`` holds the message blocks handed to the Spirit and not yet freed.
+    ``outstanding`` holds the message blocks handed to the Spirit and not yet freed; for a
+    broker that acknowledges when the Spirit is finished (NATS), ``done`` tells it so and
+    ``finished`` maps each such block to its message.
     """
 
     name: str
@@ -164,7 +166,9 @@ class Inbox:
     broadcast: Callable[[bytes], int]
     peers: Callable[[], int]
     requeue: Callable[[Message], None] | None = None
+    done: Callable[[Message], bool] | None = None
     outstanding: set[int] = field(default_factory=set)
+    finished: dict[int, Message] = field(default_factory=dict)
 
 
 def make_inbox(broker: MessageBroker, name: str) -> Inbox:
@@ -177,7 +181,8 @@ def make_inbox(broker: MessageBroker, name: str) -> Inbox:
         pending=partial(broker.pending, name),
         broadcast=partial(broker.broadcast, name),
         peers=lambda: len(broker.spirits()),
-        requeue=broker.requeue if getattr(broker, "supports_requeue", False) else None,
+        requeue=broker.requeue if broker.supports_requeue else None,
+        done=None if broker.supports_requeue else partial(broker.done, name),
     )
 
 

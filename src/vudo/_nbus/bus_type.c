@@ -464,6 +464,8 @@ static PyMethodDef bus_methods[] = {
     {"clear", FAST(kw_clear), METH_FASTCALL | METH_KEYWORDS,
      "clear(name=None): drop the queued messages of name, or of every inbox."},
     {"close", (PyCFunction)bus_close, METH_NOARGS, "close(): drop every inbox."},
+    {"done", FAST(bus_flush), METH_FASTCALL | METH_KEYWORDS,
+     "done(name, message=None) -> True: a message leaves its inbox when taken."},
     {"flush", FAST(bus_flush), METH_FASTCALL | METH_KEYWORDS,
      "flush(timeout=None) -> True: messages are in their inbox once accepted."},
     {NULL, NULL, 0, NULL},

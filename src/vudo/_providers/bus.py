@@ -197,6 +197,10 @@ class MessageBus:
     #: :meth:`requeue` works: ``vudo_recv`` takes, then puts back if the heap is full.
     supports_requeue = True
 
+    def done(self, name: str, message: Message | None = None) -> bool:
+        """Nothing to acknowledge: a message leaves its inbox when it is taken."""
+        return True
+
     def flush(self, timeout: float | None = None) -> bool:
         """Nothing to hand over: an accepted message is already in its inbox."""
         return True

@@ -56,6 +56,10 @@ class CountingBroker:
         self.inner.requeue(message)
         self.received[message.to] = self.received.get(message.to, 0) - 1
 
+    def done(self, name: str, message: Message | None = None) -> bool:
+        """The inner broker's done."""
+        return self.inner.done(name, message)
+
     def flush(self, timeout: float | None = None) -> bool:
         """The inner broker's flush."""
         return self.inner.flush(timeout)

@@ -76,6 +76,7 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
     inbox = ctx.inbox
     outstanding = inbox.outstanding
     recv, peek, requeue = inbox.recv, inbox.peek, inbox.requeue
+    finished = inbox.finished if inbox.done is not None else None
     alloc, write = mem.allocator.alloc, mem.write_bytes  # bound once: this is a hot path
 
     def take_then_allocate() -> int:
@@ -126,6 +127,8 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
                 ptr = bigger
         mem.write_bytes(ptr, block)
         outstanding.add(ptr)
+        if finished is not None:
+            finished[ptr] = taken  # acknowledged to the broker when the Spirit frees it
         return ptr
 
     return take_then_allocate if requeue is not None else allocate_then_take
@@ -158,13 +161,19 @@ def vudo_broadcast(ctx: HostContext) -> Callable[[int, int], int]:
 def vudo_free_message(ctx: HostContext) -> Callable[[int], None]:
     """Release a block returned by ``vudo_recv``; other pointers are ignored."""
     free = ctx.memory.allocator.free
-    outstanding = ctx.inbox.outstanding
+    inbox = ctx.inbox
+    outstanding, done, finished = inbox.outstanding, inbox.done, inbox.finished
 
     def host(ptr: int) -> None:
+        ptr &= _MASK
         try:
-            outstanding.remove(ptr & _MASK)
+            outstanding.remove(ptr)
         except KeyError:
             return  # not a message block: never free what the Spirit did not receive
-        free(ptr & _MASK)
+        free(ptr)
+        if done is not None:
+            msg = finished.pop(ptr, None)
+            if msg is not None:
+                done(msg)  # finished: acknowledged now, so a crash will not redeliver it
 
     return host

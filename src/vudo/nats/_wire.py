@@ -1,0 +1,92 @@
+"""What travels on the wire: subject tokens for names and the compact message frame.
+
+A message is stored on subject ``vudo.<session>.in.<owner token>.<name token>`` with one
+header (``Nats-Msg-Id``, for JetStream's duplicate filter) and this payload::
+
+    [u8 version=1][u8 flags][u16 sender length][u32 channel][f64 ms since the epoch]
+    [8-byte claim epoch][sender, UTF-8][payload]
+
+The subject carries the recipient, the frame the rest, so nothing else needs a header.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+import struct
+
+from .._host import Message
+
+_SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "-")
+SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+_HEAD = struct.Struct("<BBHId8s")
+HEAD_SIZE = _HEAD.size
+_VERSION = 1
+_new_tuple = tuple.__new__
+
+
+@functools.lru_cache(maxsize=65_536)
+def name_token(name: str) -> str:
+    """Encode a Spirit name as a NATS subject token, KV key and consumer name.
+
+    Letters, digits and ``-`` stay; every other character becomes ``_XX`` per UTF-8 byte, so the
+    encoding is injective (``_`` itself is escaped) and readable for ordinary names.
+    """
+    if not name:
+        raise ValueError("a Spirit name must not be empty")
+    return "".join(
+        c if c in _SAFE_CHARS else "".join(f"_{b:02X}" for b in c.encode()) for c in name
+    )
+
+
+def name_from_token(token: str) -> str:
+    """The inverse of :func:`name_token`."""
+    out = bytearray()
+    i = 0
+    while i < len(token):
+        if token[i] == "_":
+            out.append(int(token[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out += token[i].encode()
+            i += 1
+    return out.decode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _sender(name: str) -> bytes:
+    return name.encode("utf-8")
+
+
+def encode(from_: str, channel: int, timestamp: float, epoch: bytes, payload: bytes) -> bytes:
+    """The stored payload of one message (see the module docstring)."""
+    sender = _sender(from_)
+    return b"".join(
+        (_HEAD.pack(_VERSION, 0, len(sender), channel & 0xFFFFFFFF, timestamp, epoch), sender,
+         payload)
+    )
+
+
+def decode(data: bytes, to: str) -> tuple[Message, bytes] | None:
+    """``(message, epoch)`` from a stored payload, or ``None`` if it is not a vudo frame."""
+    if len(data) < HEAD_SIZE or data[0] != _VERSION:
+        return None
+    _, _, slen, channel, ts, epoch = _HEAD.unpack_from(data)
+    end = HEAD_SIZE + slen
+    if len(data) < end:
+        return None
+    try:
+        sender = data[HEAD_SIZE:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return _new_tuple(Message, (sender, to, channel, bytes(data[end:]), ts)), epoch
+
+
+def ack_stream_seq(reply: str) -> int:
+    """The stream sequence in a JetStream acknowledgement subject (old and new formats)."""
+    parts = reply.split(".")
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>  (9 tokens) or
+    # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>...  (12 tokens)
+    return int(parts[5] if len(parts) == 9 else parts[7])
