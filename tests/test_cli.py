@@ -896,4 +896,7 @@ def test_ctrl_c_stops_a_spinning_spirit(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 130
+    # faulty.wat grows memory and exports no allocator: host-abi.md's load warning comes first.
+    err = "".join(line for line in err.splitlines(keepends=True)
+                  if not line.startswith("WARNING vudo.spirit: Spirit 'faulty' grows"))
     assert (out, err) == ("", "error: interrupted\n")

@@ -50,7 +50,7 @@ def test_calculator() -> None:
     assert calc.call("multiply", 6, 7) == 42
     assert calc.call("divide", -7, 2) == -3
     assert calc.call("add", 2**63 - 1, 1) == -(2**63)  # i64 wraps
-    with pytest.raises(vudo.SpiritTrap, match="divide by zero"):
+    with pytest.raises(vudo.errors.SpiritTrap, match="divide by zero"):
         calc.call("divide", 1, 0)
 
 

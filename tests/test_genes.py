@@ -11,8 +11,9 @@ from collections.abc import Callable
 import pytest
 
 import vudo
-from vudo import GeneLayout, MemoryAccessError, gene_layout
+from vudo import GeneLayout, gene_layout
 from vudo._memory import GeneField
+from vudo.errors import MemoryAccessError
 
 LoadWat = Callable[..., vudo.Spirit]
 

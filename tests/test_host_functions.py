@@ -32,9 +32,9 @@ from _helpers_host import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vudo import Limits, LinkError, LoadError, MessageBus, Spirit, load_spirit
+from vudo import Limits, LoadError, MessageBus, Spirit, load_spirit
 from vudo.abi import HOST_FUNCTIONS, EffectId, LogLevel, ResultCode, render_host_functions_markdown
-from vudo.errors import SpiritAssertionError, SpiritPanic, SpiritTerminated
+from vudo.errors import LinkError, SpiritAssertionError, SpiritPanic, SpiritTerminated
 from vudo.testing import MockDebugHandler, MockLogger, MockRandomProvider, MockTimeProvider
 
 FAST = settings(max_examples=50, deadline=None)

@@ -15,9 +15,9 @@ from _helpers_host import PAGE, SCRATCH, import_decls, load, message_block, put,
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vudo import MemoryAccessError, Spirit, load_spirit
+from vudo import Spirit, load_spirit
 from vudo.abi import HOST_FUNCTIONS, EffectId, HostFunctionSpec, LogLevel, ResultCode
-from vudo.errors import SpiritAssertionError, SpiritPanic, SpiritTerminated
+from vudo.errors import MemoryAccessError, SpiritAssertionError, SpiritPanic, SpiritTerminated
 from vudo.testing import MockLogger
 
 FUZZ = settings(

@@ -45,7 +45,7 @@ def test_a_closed_spirit_refuses_calls_and_memory_access() -> None:
     spirit.close()  # twice is fine
     with pytest.raises(SpiritTerminated):
         spirit.call("start", 1)
-    with pytest.raises(vudo.MemoryAccessError):
+    with pytest.raises(vudo.errors.MemoryAccessError):
         memory.read_bytes(0, 1)
 
 

@@ -20,10 +20,16 @@ from typing import Any
 import pytest
 
 import vudo
-from vudo import LimitExceeded, Limits, LoadError, Seance, Spirit
+from vudo import Limits, LoadError, Seance, Spirit
 from vudo._memory import PAGE_SIZE
 from vudo.abi import ResultCode
-from vudo.errors import FuelExhausted, MemoryLimitExceeded, SpiritTerminated, SpiritTimeout
+from vudo.errors import (
+    FuelExhausted,
+    LimitExceeded,
+    MemoryLimitExceeded,
+    SpiritTerminated,
+    SpiritTimeout,
+)
 
 #: How long a call stopped by a limit (or by dismissal) may take at most. Deliberately huge:
 #: the limits involved are 0.05-0.1 s, so this only catches "never stopped".

@@ -9,9 +9,10 @@ import wasmtime
 from conftest import SHARED_SPIRITS
 
 import vudo
-from vudo import LinkError, LoaRegistry, create_loa, i32
+from vudo import LoaRegistry, create_loa, i32
 from vudo._linking import plan_imports
 from vudo.cli.inspection import inspect_module
+from vudo.errors import LinkError
 
 EXAMPLES = Path(vudo.__file__).parent / "examples"
 

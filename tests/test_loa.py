@@ -16,10 +16,10 @@ from _helpers_host import MEMORY_1, Mocks, load, put, wat
 
 import vudo
 from vudo import HostContext as LoaContext
-from vudo import HostFunction, LinkError, Loa, LoaRegistry, Spirit, create_loa, load_spirit
+from vudo import HostFunction, Loa, LoaRegistry, Spirit, create_loa, load_spirit
 from vudo._host.loas import CORE_LOA, CORE_LOA_NAME
 from vudo.abi import HOST_FUNCTIONS
-from vudo.errors import HostFunctionError
+from vudo.errors import HostFunctionError, LinkError
 from vudo.testing import MockLogger, MockTimeProvider
 
 

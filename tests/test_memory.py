@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 import vudo
-from vudo import MemoryAccessError, VudoError, WasmMemory
+from vudo import VudoError, WasmMemory
 from vudo._memory import PAGE_SIZE
+from vudo.errors import MemoryAccessError
 
 PROBE_WAT = """
 (module
@@ -446,7 +447,7 @@ def test_host_heap_never_overlaps_a_dol_private_heap(load_wat: LoadWat, allocato
         assert spirit.call("verify", p, 1024, b) == 1
         assert mem.read_bytes(p, 1024) == bytes([b]) * 1024
     # The Spirit's heap is full: its next allocation traps, and the host heap still works.
-    with pytest.raises(vudo.SpiritTrap):
+    with pytest.raises(vudo.errors.SpiritTrap):
         spirit.call("fill_new", 1, 0)
     late = mem.alloc(64)
     assert late >= PAGE_SIZE

@@ -215,7 +215,7 @@ def test_random_bytes_out_of_bounds_is_the_same_memory_access_error(
 ) -> None:
     got = []
     for s in (load(), load(fallback=True)):
-        with pytest.raises(vudo.MemoryAccessError) as info:
+        with pytest.raises(vudo.errors.MemoryAccessError) as info:
             s.call("rbytes", *args)
         got.append(str(info.value))
         assert s.memory.read_bytes(65530, 6) == bytes(6)  # nothing written

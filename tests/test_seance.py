@@ -85,7 +85,7 @@ def test_duplicate_unknown_spirit_and_unknown_function_are_clear_errors(
 
 
 def test_failed_load_releases_the_name(seance: vudo.Seance) -> None:
-    with pytest.raises(vudo.LinkError):
+    with pytest.raises(vudo.errors.LinkError):
         seance.summon("broken", '(module (import "nowhere" "f" (func)))')
     assert not seance.has_spirit("broken")
     assert not seance.messages.is_registered("broken")
@@ -411,7 +411,7 @@ def test_a_trap_fails_only_its_own_call(seance: vudo.Seance) -> None:
     seance.summon("steady", MESSENGER)
     assert seance.send("host", "flaky", b"keep me") == OK
     assert seance.send("host", "steady", b"me too") == OK
-    with pytest.raises(vudo.SpiritTrap):
+    with pytest.raises(vudo.errors.SpiritTrap):
         seance.invoke("flaky", "trap")
     assert not flaky.terminated
     assert seance.invoke("flaky", "add", 2, 2) == 4  # still usable

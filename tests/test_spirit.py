@@ -15,8 +15,8 @@ import pytest
 import wasmtime
 
 import vudo
-from vudo import LinkError, LoadError, MemoryAccessError, SpiritTrap, VudoError, gene_layout
-from vudo.errors import UnknownExportError
+from vudo import LoadError, VudoError, gene_layout
+from vudo.errors import LinkError, MemoryAccessError, SpiritTrap, UnknownExportError
 
 LoadWat = Callable[..., vudo.Spirit]
 Wat = Callable[[str], bytes]
@@ -203,7 +203,7 @@ def test_faulthandler_enabled_after_import_does_not_break_traps() -> None:
         spirit = vudo.load_spirit('(module (func (export "crash") unreachable))', cache=False)
         try:
             spirit.call("crash")
-        except vudo.SpiritTrap as exc:
+        except vudo.errors.SpiritTrap as exc:
             print("trapped", exc.trap_code)
     """)
     result = subprocess.run(

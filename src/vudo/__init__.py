@@ -14,7 +14,7 @@ from . import abi as abi  # documented submodules
 from . import errors as errors
 from . import providers as providers
 from ._compat import deprecated_names
-from ._config import Limits, MemoryOptions, Permissions, SpiritConfig
+from ._config import Limits, MemoryOptions, Permissions, SpiritConfig, WasiOptions
 from ._effects import StandardEffectHandler
 from ._host import (
     HostContext,
@@ -35,15 +35,8 @@ from ._runtime.cache import configure_cache
 from ._runtime.valtypes import ExternRef, FuncRef
 from ._session import AsyncSeance, Seance
 from ._spirit import Spirit, aload_spirit, load_spirit
-from .errors import (
-    LimitExceeded,
-    LinkError,
-    LoadError,
-    MemoryAccessError,
-    SpiritError,
-    SpiritTrap,
-    VudoError,
-)
+from ._spirit.toolchains import run_command
+from .errors import LoadError, SpiritError, VudoError
 
 if TYPE_CHECKING:
     from .nats import NatsBroker
@@ -58,13 +51,10 @@ __all__ = [
     "GeneLayout",
     "HostContext",
     "HostFunction",
-    "LimitExceeded",
     "Limits",
-    "LinkError",
     "Loa",
     "LoaRegistry",
     "LoadError",
-    "MemoryAccessError",
     "MemoryOptions",
     "Message",
     "MessageBroker",
@@ -76,9 +66,9 @@ __all__ = [
     "Spirit",
     "SpiritConfig",
     "SpiritError",
-    "SpiritTrap",
     "StandardEffectHandler",
     "VudoError",
+    "WasiOptions",
     "WasmMemory",
     "__version__",
     "aload_spirit",
@@ -91,6 +81,7 @@ __all__ = [
     "i64",
     "load_spirit",
     "native_available",
+    "run_command",
 ]
 
 
@@ -103,7 +94,8 @@ def native_available() -> bool:
 
 _ERROR_NAMES = (
     "BrokerUnavailable CallCancelled ConfigError ForeignReferenceError FuelExhausted "
-    "HostFunctionError HostHeapExhausted InvalidLimitsError MemoryLimitExceeded NameTaken "
+    "HostFunctionError HostHeapExhausted InvalidLimitsError LimitExceeded LinkError "
+    "MemoryAccessError SpiritTrap MemoryLimitExceeded NameTaken "
     "SeanceError SpiritAssertionError SpiritPanic StackExhausted SpiritTerminated "
     "SpiritTimeout UnknownExportError UnresolvedImport"
 ).split()

@@ -3,8 +3,9 @@
 :func:`plan_imports` resolves every import of a compiled module against a Loa registry (and
 ``imports=`` given by the caller) without creating anything: the plan lists, in import order,
 what serves each import, or why nothing can. ``vudo inspect`` reports the plan; loading raises
-one :class:`~vudo.LinkError` listing every unresolved import, then instantiates Spirits from the
-plan (:func:`bind_host_function` turns each planned import into the callable the Spirit calls).
+one :class:`~vudo.errors.LinkError` listing every unresolved import, then instantiates Spirits
+from the plan (:func:`bind_host_function` turns each planned import into the callable the Spirit
+calls).
 Plans of the same module and registry are cached, so summoning many Spirits links once.
 """
 
@@ -22,6 +23,8 @@ import wasmtime
 from ._config import Limits, MemoryOptions
 from ._host import HostContext, HostFunction, Inbox, LoaRegistry, Marshal, marshal_for
 from ._host.context import make_inbox
+from ._host.loas.foreign import ENGINE_WASI, toolchain_import
+from ._host.wasi_context import WASI_MODULE
 from ._memory import WasmMemory
 from ._runtime import valtypes
 from ._runtime.asyncbridge import AsyncBridge
@@ -82,10 +85,12 @@ class PlannedImport:
     extra_result: bool = False
     derive: bool = False
     memory_type: wasmtime.MemoryType | None = None
+    #: Served by the engine's own WASI implementation (not a host function).
+    engine_wasi: bool = False
 
     @property
     def unresolved(self) -> UnresolvedImport:
-        """This import as an entry of a :class:`~vudo.LinkError`."""
+        """This import as an entry of a :class:`~vudo.errors.LinkError`."""
         return UnresolvedImport(self.module, self.name, self.declared, self.offered)
 
 
@@ -102,7 +107,7 @@ class LinkPlan:
         return [p.unresolved for p in self.imports if p.status == "unresolved"]
 
     def check(self) -> None:
-        """Raise one :class:`~vudo.LinkError` listing every unresolved import."""
+        """Raise one :class:`~vudo.errors.LinkError` listing every unresolved import."""
         problems = self.problems
         if problems:
             raise LinkError(self.source, problems)
@@ -167,9 +172,12 @@ def _plan_user(
     )
 
 
+_FOREIGN = {"env": "AssemblyScript runtime (vudo)", WASI_MODULE: "WASI preview 1 (vudo)"}
+
+
 def _plan_func(
     mod: str, name: str, ty: wasmtime.FuncType,
-    loa_fns: Mapping[tuple[str, str], tuple[str, HostFunction]], imports: ImportSpec,
+    loa_fns: Mapping[tuple[str, str], tuple[str | None, HostFunction]], imports: ImportSpec,
 ) -> PlannedImport:
     params = tuple(valtype(t) for t in ty.params)
     results = tuple(valtype(t) for t in ty.results)
@@ -182,6 +190,12 @@ def _plan_func(
         hf, loa = user, None
     else:
         found = loa_fns.get((mod, name))
+        foreign = toolchain_import(mod, name) if found is None else None
+        if foreign == ENGINE_WASI:  # taken from the Spirit's WASI linker when it loads
+            return PlannedImport(mod, name, "func", declared, "ok", "WASI preview 1 (wasmtime)",
+                                 params, results, engine_wasi=True)
+        if isinstance(foreign, HostFunction):  # AssemblyScript's env, WASI vudo routes
+            found = (None, foreign)
         if found is None:
             spec = HOST_FUNCTIONS_BY_NAME.get(name)
             detail = (
@@ -213,7 +227,7 @@ def _plan_func(
         return PlannedImport(mod, name, "func", declared, "ok", "host function (annotated)",
                              params, results, loa=loa, offered=offered, host=hf, derive=True)
     offered = signature_text(hf.params, hf.results)
-    where = f"host function ({loa})" if loa else "host function"
+    where = f"host function ({loa})" if loa else _FOREIGN.get(mod, "host function")
     if (hf.params, hf.results) == (params, results):
         return PlannedImport(mod, name, "func", declared, "ok", where, params, results,
                              loa=loa, offered=offered, host=hf)
@@ -278,6 +292,7 @@ class _ProbeContext:
     call_stack: list[str] = []  # noqa: RUF012 - read-only by protocol
     terminated = False
     termination_cause = None
+    wasi = None
     memory: WasmMemory
     logger: Any
     time: Any

@@ -11,6 +11,7 @@ __all__ = [
     "CallCancelled",
     "ConfigError",
     "FuelExhausted",
+    "GuestAllocatorError",
     "HostFunctionError",
     "HostHeapExhausted",
     "LimitExceeded",
@@ -29,6 +30,8 @@ __all__ = [
     "UnknownExportError",
     "UnresolvedImport",
     "VudoError",
+    "WasiExit",
+    "WasiPermissionError",
 ]
 
 from dataclasses import dataclass
@@ -280,3 +283,37 @@ class BrokerUnavailable(VudoError):
         self.url = url
         self.cause = cause
         super().__init__(f"message broker at {url} is unavailable: {cause}")
+
+
+class GuestAllocatorError(VudoError, MemoryError):
+    """The Spirit's own allocator failed while serving the host (it trapped or aborted).
+
+    A ``MemoryError`` too, so every host path that cleans up after an exhausted heap (partly
+    written genes, message delivery) cleans up after this as well.
+    """
+
+    def __init__(self, spirit: str, strategy: str, operation: str, cause: str) -> None:
+        self.spirit = spirit
+        self.strategy = strategy
+        self.operation = operation
+        self.cause = cause
+        super().__init__(
+            f"Spirit {spirit!r}: {operation} through its allocator ({strategy}) failed: {cause}"
+        )
+
+
+class WasiExit(VudoError):
+    """A WASI program called ``proc_exit(n)``: the call ended with exit status ``exit_code``.
+
+    :func:`vudo.run_command` treats ``exit_code == 0`` as a normal end.
+    """
+
+    def __init__(self, spirit: str, function: str, exit_code: int) -> None:
+        self.spirit = spirit
+        self.function = function
+        self.exit_code = exit_code
+        super().__init__(f"Spirit {spirit!r} exited with status {exit_code} (in {function})")
+
+
+class WasiPermissionError(VudoError, PermissionError):
+    """A WASI grant that vudo refuses (e.g. a directory outside ``fs_root``)."""

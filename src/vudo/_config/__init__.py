@@ -5,5 +5,6 @@ from __future__ import annotations
 from .limits import Limits, MemoryOptions
 from .permissions import Permissions
 from .spirit_config import SpiritConfig
+from .wasi import WasiOptions
 
-__all__ = ["Limits", "MemoryOptions", "Permissions", "SpiritConfig"]
+__all__ = ["Limits", "MemoryOptions", "Permissions", "SpiritConfig", "WasiOptions"]

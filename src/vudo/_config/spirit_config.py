@@ -10,6 +10,7 @@ from typing import Literal
 from ..errors import ConfigError
 from .limits import Limits, MemoryOptions
 from .permissions import Permissions
+from .wasi import WasiOptions
 
 __all__ = ["AllocatorName", "SpiritConfig"]
 
@@ -29,6 +30,8 @@ class SpiritConfig:
     - ``debug``: keep call stacks and let ``vudo_breakpoint`` reach the debug handler.
     - ``trace``: log every host call on ``vudo.trace``.
     - ``cache``: use the compile cache.
+    - ``wasi``: arguments and environment of a WASI Spirit (:class:`WasiOptions`; files
+      and more variables come from ``permissions``).
 
     :meth:`merged` combines a session's defaults with one Spirit's overrides field by field,
     limits included.
@@ -41,6 +44,7 @@ class SpiritConfig:
     debug: bool = False
     trace: bool = False
     cache: bool = True
+    wasi: WasiOptions | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, Limits):
@@ -56,6 +60,8 @@ class SpiritConfig:
                 raise ConfigError(f"SpiritConfig.memory: {exc}") from None
         if self.memory is not None and not isinstance(self.memory, MemoryOptions):
             raise ConfigError(f"SpiritConfig.memory must be a MemoryOptions, not {self.memory!r}")
+        if self.wasi is not None and not isinstance(self.wasi, WasiOptions):
+            raise ConfigError(f"SpiritConfig.wasi must be a WasiOptions, not {self.wasi!r}")
 
     @property
     def memory_options(self) -> MemoryOptions | None:
@@ -88,4 +94,5 @@ _DEFAULTS: dict[str, object] = {
     "debug": False,
     "trace": False,
     "cache": True,
+    "wasi": None,
 }

@@ -18,6 +18,7 @@ from .._config import Limits, Permissions
 from .._memory import WasmMemory
 from ..abi import LogLevel
 from .broker import Message, MessageBroker
+from .wasi_context import WasiContext
 
 __all__ = [
     "DebugHandler",
@@ -237,6 +238,12 @@ class HostContext(EffectTarget, Protocol):
     @property
     def current_function(self) -> str:
         """The export executing (innermost), or ``"<host>"`` when it is not tracked."""
+        ...
+
+    @property
+    def wasi(self) -> WasiContext | None:
+        """The Spirit's WASI state (output sinks, the engine's functions), or ``None`` for a
+        Spirit that imports no WASI."""
         ...
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .genes import GeneField, GeneLayout, gene_layout
+from .guest_alloc import GuestAllocator, allocator_strategy
 from .memory import PAGE_SIZE, WasmMemory
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "FreeListAllocator",
     "GeneField",
     "GeneLayout",
+    "GuestAllocator",
     "WasmMemory",
+    "allocator_strategy",
     "gene_layout",
 ]

@@ -21,6 +21,7 @@ from .._runtime.native import native_module
 from ..errors import ConfigError, HostHeapExhausted, MemoryAccessError, VudoError
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .genes import FIELD_FORMATS, GeneLayout, encode_scalar, pack_complete
+from .guest_alloc import allocator_strategy
 
 __all__ = ["PAGE_SIZE", "WasmMemory"]
 
@@ -94,6 +95,18 @@ class WasmMemory:
         if memory is not None:
             assert store is not None
             self.attach(store, memory)
+
+    def install_allocator(self, factory: AllocatorFactory) -> Allocator:
+        """Make ``factory(grow, zero, move)`` the host allocator (before any host block is
+        allocated): e.g. one that allocates through the Spirit's own exports."""
+        self.allocator = factory(self._grow_for_heap, self._zero, self._move)
+        return self.allocator
+
+    @property
+    def allocator_strategy(self) -> str:
+        """How host blocks are placed (host-abi.md): ``"host-pages"`` (pages the host grows)
+        or ``"guest:<allocator>"`` (through an allocator the Spirit exports)."""
+        return allocator_strategy(self.allocator)
 
     def attach(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         """Bind to the Spirit's linear memory once it exists (after instantiation).

@@ -20,7 +20,8 @@ def load_spirit(source: Source, **options: Unpack[LoadOptions]) -> Spirit:
     (:class:`~vudo.SpiritConfig`) and ``providers`` (:class:`~vudo.Providers`), with typed
     shortcuts for their fields (``limits=``, ``permissions=``, ``logger=``, ...), and ``name``,
     ``loas``, ``imports`` and ``broker``. Compiled modules are cached in memory and on disk
-    (:func:`vudo.configure_cache`). Raises :class:`~vudo.LoadError` or :class:`~vudo.LinkError`.
+    (:func:`vudo.configure_cache`). Raises :class:`~vudo.LoadError` or
+    :class:`~vudo.errors.LinkError`.
     """
     config, providers = split_options(options)
     module, label, default_name = compile_source(

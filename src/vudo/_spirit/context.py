@@ -14,6 +14,7 @@ from .._host import (
     RandomProvider,
     TimeProvider,
 )
+from .._host.wasi_context import WasiContext
 from .._memory import WasmMemory
 from .._runtime.callstate import CallState
 
@@ -54,6 +55,7 @@ class SpiritContext:
         "random",
         "spirit",
         "time",
+        "wasi",
     )
 
     def __init__(
@@ -72,6 +74,7 @@ class SpiritContext:
         debug: bool,
         inbox: Inbox,
         provider_sleep: Callable[[int], None] | None,
+        wasi: WasiContext | None = None,
     ) -> None:
         #: The Spirit itself, for custom Loas that need it (e.g. to call an export back).
         self.spirit: Any = spirit
@@ -89,6 +92,7 @@ class SpiritContext:
         self.debug = debug
         self.inbox = inbox
         self._wait_sleep = provider_sleep
+        self.wasi = wasi
 
     @property
     def terminated(self) -> bool:

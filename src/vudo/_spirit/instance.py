@@ -67,6 +67,10 @@ def link_externs(
             imported_memory = wasmtime.Memory(store, entry.memory_type)
             externs.append(imported_memory)
             continue
+        if entry.engine_wasi:  # [toolchains] a WASI function wasmtime implements
+            assert ctx.wasi is not None
+            externs.append(ctx.wasi.engine_function(entry.name))
+            continue
         if not trace and entry.host is not None and entry.host is CORE_LOA.functions.get(
             entry.name
         ):

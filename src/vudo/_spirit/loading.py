@@ -13,6 +13,7 @@ import wasmtime
 from .._runtime import valtypes
 from .._runtime.cache import get_cache
 from .._runtime.engine import get_engine
+from .._runtime.wasm_scan import note_module
 from ..errors import LoadError
 
 __all__ = ["Source", "compile_source", "engine_message", "read_wasm"]
@@ -113,6 +114,7 @@ def compile_source(source: Source, *, cache: bool = True) -> tuple[wasmtime.Modu
     except wasmtime.WasmtimeError as exc:
         raise LoadError(label, f"invalid WebAssembly module: {engine_message(exc)}") from None
     valtypes.check_module(module, data, label)  # before wasmtime-py describes any signature
+    note_module(module, data)  # does it grow memory itself? (host-abi.md)
     return module, label, default_name
 
 

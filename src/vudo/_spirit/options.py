@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TypedDict
 
-from .._config import Limits, MemoryOptions, Permissions, SpiritConfig
+from .._config import Limits, MemoryOptions, Permissions, SpiritConfig, WasiOptions
 from .._config.spirit_config import AllocatorName
 from .._host import (
     DebugHandler,
@@ -39,6 +39,7 @@ class SpiritOptions(TypedDict, total=False):
     debug: bool
     trace: bool
     cache: bool
+    wasi: WasiOptions
     logger: Logger
     time_provider: TimeProvider
     random_provider: RandomProvider
@@ -55,7 +56,7 @@ class LoadOptions(SpiritOptions, total=False):
     broker: MessageBroker
 
 
-_CONFIG_FIELDS = ("limits", "permissions", "allocator", "memory", "debug", "trace", "cache")
+_CONFIG_FIELDS = ("limits", "permissions", "allocator", "memory", "debug", "trace", "cache", "wasi")
 _PROVIDER_FIELDS = {
     "logger": "logger", "time_provider": "time", "random_provider": "random",
     "effect_handler": "effects", "debug_handler": "debug",

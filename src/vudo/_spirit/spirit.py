@@ -33,6 +33,7 @@ from ..errors import UnknownExportError, VudoError
 from .context import SpiritContext
 from .instance import instantiate, link_externs, new_store
 from .proxy import SpiritProxy, protocol_methods
+from .toolchains import finish_load, install_host_allocator, setup_wasi
 
 __all__ = ["Spirit"]
 
@@ -94,6 +95,7 @@ class Spirit:
             on_terminate=self._on_terminate, memory_size=self._memory_size,
         )
         self._memory = WasmMemory(allocator=cfg.allocator, name=name, lock=self._lock)
+        install_host_allocator(self, self._memory, self._lock)  # [toolchains] host-abi.md
         self._bridge = AsyncBridge()
         self._keepalive: list[Any] = []
         backend = get_backend()
@@ -107,7 +109,7 @@ class Spirit:
             random=self.random_provider, effects=self.effect_handler,
             debugger=self.debug_handler, debug=cfg.debug, inbox=make_inbox(self.broker, name),
             provider_sleep=(None if isinstance(self.time_provider, SystemTimeProvider)
-                            else self.time_provider.sleep),
+                            else self.time_provider.sleep), wasi=setup_wasi(self, self.store),
         )
         externs, imported, binders = link_externs(
             plan, self.store, self.context, self._state, backend, self._bridge,
@@ -139,6 +141,7 @@ class Spirit:
                 self._signatures[ename] = sig
                 self._callers[ename] = backend.caller(
                     self._state, self._lock, self.store, ename, ext, *sig, self._keepalive)
+        finish_load(self)  # [toolchains] the strategy-3 warning; a reactor's _initialize
 
     # --------------------------------------------------------------------------- config
     @property

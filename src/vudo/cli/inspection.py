@@ -21,6 +21,13 @@ from rich.text import Text
 from .._host import LoaRegistry
 from .._linking import PlannedImport, plan_imports
 from .._memory import PAGE_SIZE
+from .._memory.guest_alloc import (
+    HOST_PAGES,
+    export_signatures,
+    memory_warning,
+    recognised_allocator,
+)
+from .._runtime.wasm_scan import grows_memory
 from ..abi import HOST_FUNCTIONS_BY_NAME
 from ._args import format_signature, func_signature
 from ._options import Settings, common_options
@@ -213,8 +220,14 @@ def inspect_module(path: Path, loas: LoaRegistry | None = None) -> dict[str, Any
             f"imports {', '.join(users)}, which use(s) the Spirit's memory, but exports no "
             "memory: those calls will trap"
         )
+    # The host allocator (host-abi.md, "Memory owned by the host") and the strategy-3 risk.
+    signatures = export_signatures(module)
+    risk = memory_warning(path.stem, grows_memory(wasm), signatures) if visible else None
+    if risk is not None:
+        warnings.append(risk)
     return {
         "source": str(path),
+        "host_allocator": recognised_allocator(signatures) or HOST_PAGES,
         "size": len(wasm),
         "sha256": hashlib.sha256(wasm).hexdigest(),
         "links": not unresolved,
@@ -259,6 +272,7 @@ def _render(report: dict[str, Any], console: Console) -> None:
             f"links: NO, {report['unresolved']} import(s) the host cannot satisfy", style="bold red"
         ))
     console.print(Text(f"Loas needed: {', '.join(report['loas']) or '(none)'}"))
+    console.print(Text(f"host allocator: {report['host_allocator']}"))
     for warning in report["warnings"]:
         console.print(Text(f"warning: {warning}", style="yellow"))
 

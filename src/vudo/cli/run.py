@@ -12,8 +12,10 @@ from typing import Any
 import click
 import wasmtime
 
-from .._config import Limits
+from .._config import Limits, WasiOptions
+from .._host.wasi_context import imports_wasi
 from .._spirit import load_spirit
+from .._spirit.toolchains import run_command as run_wasi_command
 from ..errors import LoadError
 from ._args import convert_args, format_signature, func_signature, size_option
 from ._errors import UsageFailure, error_document, stop_on_interrupt
@@ -141,7 +143,7 @@ def run_command(
     sha256: str | None,
     max_download: int | None,
     grants: Grants,
-) -> None:
+) -> int | None:
     """Load SPIRIT and call FUNCTION with ARGS; print the result.
 
     SPIRIT is a .wasm module, a .wat text file (compiled on the fly), example:NAME for an
@@ -166,8 +168,13 @@ def run_command(
       cat calc.wasm | vudo run - add 2 3
       vudo run https://example.org/calc.wasm --sha256 9f86d0... add 2 3
 
+    A WASI command (it exports _start and imports wasi_snapshot_preview1) runs as a program:
+    ARGS are its arguments, it sees only what --env, --dir and --allow-fs grant (--allow-fs DIR
+    appears as /data, writable with --allow-fs-write), and vudo exits with its status.
+
     Exit codes: 0 success; 1 the Spirit failed (trap, panic, limit, link error);
-    2 usage error (missing file, not a module, unknown function, bad arguments).
+    2 usage error (missing file, not a module, unknown function, bad arguments);
+    a WASI command's own exit status.
     """
     settings = ctx.ensure_object(Settings)
     with json_errors(as_json, "run"):
@@ -189,12 +196,17 @@ def run_command(
                 click.echo(dump_json(_document(source, name, values, output, started, grants,
                                                error=exc)))
             raise
+    program = "wasi" in prepared
     if as_json:
         click.echo(dump_json(_document(source, name, values, output, started, grants,
                                        result=result)))
-        return
+        return int(result) if program else None
+    if program:  # a WASI command exits with its status; it printed what it had to say
+        output.end_line_on_terminal()
+        return int(result)
     if result is not None:  # the result on a line of its own; the Spirit's text stays as is
         output.echo(format_value(result))
+    return None
 
 
 def _prepare(
@@ -218,10 +230,13 @@ def _prepare(
     source = open_source(spirit, sha256=sha256, max_bytes=max_download)
     _wasm, module = read_module(source)
     functions = _exported_functions(module)
+    function, program_args = _wasi_program(module, functions, function, raw_args)
     name = _choose(source.label, functions, function)
     params, _results = functions[name]
-    values = convert_args(name, params, raw_args)
+    values = convert_args(name, params, raw_args) if program_args is None else program_args
     options: dict[str, Any] = {}
+    if program_args is not None:
+        options["wasi"] = WasiOptions(args=program_args)
     permissions = grants.permissions()
     if permissions is not None:
         options["permissions"] = permissions
@@ -229,6 +244,23 @@ def _prepare(
     if registry is not None:
         options["loas"] = registry
     return source, module, name, values, options
+
+
+def _wasi_program(
+    module: wasmtime.Module, functions: dict[str, Signature], function: str | None,
+    raw_args: list[Any],
+) -> tuple[str | None, list[str] | None]:
+    """``("_start", its arguments)`` when the call runs a WASI command as a program (a
+    FUNCTION that is not an export is then its first argument); else ``(function, None)``."""
+    if "_start" not in functions or not imports_wasi(module):
+        return function, None
+    if function is not None and function != "_start":
+        if function in functions:
+            return function, None
+        raw_args = [function, *raw_args]
+    elif function is None and "main" in functions:
+        return function, None
+    return "_start", [str(a) for a in raw_args]
 
 
 def _call(
@@ -244,6 +276,8 @@ def _call(
         raise relabel(exc, source.label) from exc.__cause__
     try:
         with stop_on_interrupt(spirit.interrupt):
+            if "wasi" in options:  # a WASI command: its exit status is the result
+                return run_wasi_command(spirit, check=False)
             return spirit.call(function, *values)
     finally:
         spirit.close()

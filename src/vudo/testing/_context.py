@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from .._config import Limits, Permissions
 from .._host import DebugHandler, EffectHandler, Inbox, Logger, RandomProvider, TimeProvider
 from .._host.context import make_inbox
+from .._host.wasi_context import WasiContext
 from .._memory import PAGE_SIZE, WasmMemory
 from .._providers import MessageBus, PyMessageBus
 from ..abi import ResultCode
@@ -89,6 +90,7 @@ class FakeHostContext:
         debug: bool = False,
         bus: PyMessageBus | None = None,
         call_stack: Iterable[str] = (),
+        wasi: WasiContext | None = None,
     ) -> None:
         self.name = name
         self.memory: WasmMemory = memory if memory is not None else FakeMemory(name=name)
@@ -109,6 +111,7 @@ class FakeHostContext:
         self.termination_cause: str | None = None
         self.slept: list[int] = []
         self.terminations: list[str] = []
+        self.wasi = wasi
 
     @property
     def current_function(self) -> str:

@@ -85,7 +85,12 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
         if msg is None:
             return 0
         block = _message_block(msg)
-        ptr = alloc(len(block), 8, zero=False)  # written in full below
+        try:
+            ptr = alloc(len(block), 8, zero=False)  # written in full below
+        except BaseException:  # e.g. the guest's own allocator trapped: keep the message
+            assert requeue is not None
+            requeue(msg)
+            raise
         if ptr == 0:
             assert requeue is not None
             if len(block) > _reachable(ctx):  # it can never fit: it must not block the inbox
