@@ -189,8 +189,56 @@ def bench_calls(n: int, repeats: int) -> list[dict[str, object]]:
     rows.append(case("gene write + read (4 fields)",
                      measure(loop(our_gene, gene_n), gene_n, repeats),
                      measure(loop(plain_gene, gene_n), gene_n, repeats), "-"))
+    rows += bench_codegen(n, repeats)
     rows += bench_messages(n, repeats)
     return rows
+
+
+def plain_closure(spirit: vudo.Spirit, name: str) -> Callable[..., object]:
+    """The fallback call path written as one ordinary closure (a loop over the arguments)
+    instead of generated per-signature code, on the same FFI: what code generation buys."""
+    import ctypes
+
+    from vudo._runtime import ffi
+
+    func = spirit.exports[name]
+    params, results = spirit.signature(name)
+    buf = (ffi.ValRaw * max(len(params), len(results), 1))()
+    trapbuf = ctypes.c_void_p()
+    state, lock = spirit._state, spirit._lock
+    c = ctypes.c_void_p
+    ctx, faddr = c(ffi.context_address(spirit.store)), c(ctypes.addressof(func._func))
+    baddr, taddr = c(ctypes.addressof(buf)), c(ctypes.addressof(trapbuf))
+    nslots = ctypes.c_size_t(max(len(params), len(results)))
+    call_unchecked = ffi.call_unchecked
+
+    def call(*args: object) -> object:
+        if len(args) != len(params):
+            raise TypeError("arity")
+        with lock:
+            if state.guard is not None:
+                state.guard(name)
+            for slot, t, value in zip(buf, params, args, strict=False):
+                setattr(slot, t, value)
+            err = call_unchecked(ctx, faddr, baddr, nslots, taddr)
+            if err or trapbuf.value:
+                state.failed(name, err, trapbuf)
+            return getattr(buf[0], results[0]) if results else None
+
+    return call
+
+
+def bench_codegen(n: int, repeats: int) -> list[dict[str, object]]:
+    """Generated call path against a plain closure, both on the pure-Python path."""
+    from vudo._runtime import cnative
+
+    with cnative.fallback():
+        spirit = vudo.load_spirit(CALLS_WAT, name="codegen", logger=NullLogger())
+    generated, closure = spirit.function("add"), plain_closure(spirit, "add")
+    assert generated(1, 2) == closure(1, 2) == 3
+    return [case("add(i64, i64): generated vs plain closure (fallback)",
+                 measure(loop(lambda: generated(1, 2), n), n, repeats),
+                 measure(loop(lambda: closure(1, 2), n), n, repeats), "-")]
 
 
 def bench_messages(n: int, repeats: int) -> list[dict[str, object]]:
