@@ -2,7 +2,7 @@
 
     python benchmarks/bench_bus.py [--repeat 5] [--n 200000] [--million 1000000]
 
-1. post + recv of a 64-byte payload, called from Python: ``vudo.MessageBus`` vs
+1. post + recv of a 64-byte payload, called from Python: the Python ``MessageBus`` vs
    ``vudo._nbus.MessageBus``.
 2. A message's whole trip through a Spirit's host heap (send, receive into a heap block,
    free): the Python path (``MessageBus`` + ``FreeListAllocator`` + the block written as the
@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import vudo
+from vudo._memory.allocator import FreeListAllocator as PyFreeList
+from vudo._providers import PyMessageBus
 from vudo._runtime import native as _nbus_select
 
 PAGE = 65536
@@ -75,8 +76,8 @@ def python_heap_path(payload: bytes):
     def move(dst: int, src: int, n: int) -> None:
         mem[dst:dst + n] = mem[src:src + n]
 
-    heap = vudo.FreeListAllocator(grow, zero, move)
-    bus = vudo.MessageBus()
+    heap = PyFreeList(grow, zero, move)
+    bus = PyMessageBus()
     bus.register("a")
     bus.register("b")
     outstanding: set[int] = set()
@@ -125,7 +126,7 @@ def main() -> None:
         return
     payload = bytes(range(64))
 
-    py = median_us(post_recv(vudo.MessageBus, payload), args.n, args.repeat)
+    py = median_us(post_recv(PyMessageBus, payload), args.n, args.repeat)
     c = median_us(post_recv(nbus.MessageBus, payload), args.n, args.repeat)
     print(f"post+recv 64 B from Python       python {py:7.3f} us   C {c:7.3f} us   "
           f"{py / c:5.1f}x")

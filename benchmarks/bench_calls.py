@@ -337,7 +337,6 @@ def bench_load(repeats: int) -> list[dict[str, object]]:
             import json, sys, time
             from pathlib import Path
             from vudo._runtime import cache as _cache
-from vudo._runtime import engine as _engine
             cache = _cache.CompileCache(Path({tmp!r}))
             t = time.perf_counter()
             cache.get_or_compile(Path({tmp!r}, "m.wasm").read_bytes())
