@@ -16,6 +16,7 @@ PyObject *vudo_memory_access_error = NULL;
 
 static int initialized = 0;
 static PyObject *threads_active = NULL; /* threading._active: the live Python threads */
+static Py_ssize_t quiet_threads = 0;   /* of those, how many are vudo's idle helpers */
 static PyObject *str_interrupt = NULL, *str_keyboard = NULL;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -67,7 +68,14 @@ int vudo_release_at_start(void) {
     /* auto: hold the GIL through calls while this is the only Python thread (nobody waits for
      * it); with other threads, release it so Spirits on other threads run in parallel. A held
      * call still lets go at its first epoch tick (epoch_callback below). */
-    return threads_active != NULL && PyDict_GET_SIZE(threads_active) > 1;
+    return threads_active != NULL && PyDict_GET_SIZE(threads_active) > 1 + quiet_threads;
+}
+
+/* add_quiet_thread(): one more Python thread that never competes for the GIL while a Spirit
+ * runs (vudo's own signal re-deliverer, blocked in read()): the auto policy ignores it. */
+static PyObject *add_quiet_thread(PyObject *self, PyObject *unused) {
+    quiet_threads++;
+    Py_RETURN_NONE;
 }
 
 static PyObject *set_gil_policy(PyObject *self, PyObject *arg) {
@@ -308,6 +316,8 @@ static PyMethodDef methods[] = {
      "set_epoch_callback(store_ptr, on_epoch[, interrupt_attr]): native epoch-deadline "
      "callback; on_epoch is borrowed, Ctrl-C sets on_epoch.__self__.<interrupt_attr>."},
     {"set_gil_policy", set_gil_policy, METH_O, "0 auto, 1 hold, 2 release."},
+    {"add_quiet_thread", add_quiet_thread, METH_NOARGS,
+     "Count one more idle vudo thread that the auto GIL policy ignores."},
     {"gil_stats", gil_stats, METH_NOARGS,
      "(calls holding the GIL, released at start, released at an epoch tick)."},
     {"func_new", vudo_func_new, METH_VARARGS,

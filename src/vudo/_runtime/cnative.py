@@ -282,6 +282,12 @@ def set_gil_policy(policy: str) -> None:
         _c.set_gil_policy(_POLICIES[policy])
 
 
+def add_quiet_thread() -> None:
+    """Tell the auto GIL policy about one more idle vudo thread (it does not count it)."""
+    if _c is not None:
+        _c.add_quiet_thread()
+
+
 def gil_stats() -> tuple[int, int, int]:
     """Native calls so far: (held the GIL, released it at the start, released it at a tick)."""
     if _c is None:

@@ -172,6 +172,9 @@ def _start_redeliverer() -> None:
     os.set_blocking(w, False)
     _pipe = (r, w)
     threading.Thread(target=_redeliver, args=(r,), name="vudo-signals", daemon=True).start()
+    from . import cnative  # it waits in read(): the native auto GIL policy need not count it
+
+    cnative.add_quiet_thread()
 
 
 def _redeliver(fd: int) -> None:
