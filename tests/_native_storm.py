@@ -7,6 +7,7 @@ an exception exit (1); a crash shows as a negative return code.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -59,6 +60,7 @@ def main() -> int:
     ]
     interrupts = errors = calls = 0
     signal.signal(signal.SIGINT, on_sigint)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks on a hang
     print("ready", flush=True)
     i = 0
     while not os.path.exists(stop):

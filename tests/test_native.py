@@ -335,7 +335,14 @@ def test_a_sigint_storm_never_crashes_the_process(tmp_path: Path) -> None:
             sent += 1
             time.sleep(0.0002)
         stop.touch()
-        out, err = child.communicate(timeout=60)
+        try:
+            out, err = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
+            time.sleep(2)
+            child.kill()
+            out, err = child.communicate()
+            pytest.fail(f"the storm driver hung after the storm; its stacks:\n{err[-6000:]}")
     finally:
         if child.poll() is None:
             child.kill()
