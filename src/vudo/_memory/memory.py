@@ -322,7 +322,13 @@ class WasmMemory:
         """A zeroed host-heap block of ``size`` bytes; 0 when memory is exhausted.
 
         ``zero=False`` skips clearing, for callers that overwrite the whole block at once.
+        ``align`` must be a power of two (:class:`~vudo.errors.ConfigError`, a ``ValueError``,
+        otherwise).
         """
+        if isinstance(align, bool) or not isinstance(align, int) or align <= 0 \
+                or align & (align - 1):
+            raise ConfigError(f"memory.alloc of Spirit {self._name!r}: alignment must be a "
+                              f"power of two (got {align!r})")
         with self._lock:
             return self.allocator.alloc(size, align, zero=zero)
 

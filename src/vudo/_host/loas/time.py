@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from ..context import HostContext
+
+_log = logging.getLogger("vudo.host")
 
 
 def vudo_now(ctx: HostContext) -> Callable[[], int]:
@@ -17,8 +20,22 @@ def vudo_sleep(ctx: HostContext) -> Callable[[int], None]:
 
     A sleep never outlasts the call's timeout (the call fails with ``SpiritTimeout`` when the
     time left runs out) and, with the system clock, ``interrupt()``/``dismiss()`` wake it.
+    A sleep over the Spirit's ``max_sleep`` is refused: it returns at once, with a WARNING.
     """
-    return ctx.sleep
+    sleep = ctx.sleep
+    cap = ctx.limits.max_sleep
+    if cap is None:
+        return sleep
+    cap_ms = cap * 1000
+
+    def host(ms: int) -> None:
+        if ms > cap_ms:
+            _log.warning("vudo_sleep: Spirit %r asked to sleep %d ms, over its max_sleep of "
+                         "%gs; refused", ctx.name, ms, cap)
+            return
+        sleep(ms)
+
+    return host
 
 
 def vudo_monotonic_now(ctx: HostContext) -> Callable[[], int]:

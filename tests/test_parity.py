@@ -1,0 +1,186 @@
+"""Parity with ``@vudo/runtime`` (issue 16): the peer's behaviour, as its users rely on it.
+
+Each case is checked through a real WAT Spirit (so the native built-ins are covered when they
+are built; ``VUDO_NATIVE=0`` runs the Python ones) and, where it belongs to one host function,
+against :class:`vudo.testing.FakeHostContext`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from _helpers_host import SCRATCH, load, put
+
+from vudo import Limits, MessageBroker, MessageBus
+from vudo._host.loas import effects, io, memory, time
+from vudo._providers import PyMessageBus
+from vudo.abi import LogLevel, ResultCode
+from vudo.errors import ConfigError, InvalidLimitsError, MemoryAccessError
+from vudo.testing import FakeHostContext, FakeMemory, MockEffectHandler, MockLogger
+
+MIB = 1 << 20
+INVALID = int(ResultCode.INVALID_ARG)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+# ==========================================================================================
+# Per-call caps
+# ==========================================================================================
+def test_caps_have_the_peers_defaults_and_are_configurable() -> None:
+    limits = Limits()
+    assert (limits.max_string_length, limits.max_alloc, limits.max_sleep) == (
+        MIB, 10 * MIB, 3600.0
+    )
+    custom = Limits(max_string_length=16, max_alloc=64, max_sleep=0.5)
+    assert (custom.max_string_length, custom.max_alloc, custom.max_sleep) == (16, 64, 0.5)
+    lifted = Limits(max_string_length=None, max_alloc=None, max_sleep=None)
+    assert (lifted.max_string_length, lifted.max_alloc, lifted.max_sleep) == (None, None, None)
+    # merged field by field like every limit: a Spirit's cap over the session's
+    assert Limits(max_alloc=64).merged(Limits(timeout=1)).max_alloc == 64
+    assert Limits(max_alloc=64).merged(Limits(max_alloc=None)).max_alloc is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"max_string_length": 0}, {"max_string_length": 1.5}, {"max_alloc": -1},
+    {"max_alloc": "10MiB"}, {"max_sleep": 0}, {"max_sleep": float("nan")},
+    {"max_sleep": True},
+])
+def test_bad_caps_are_refused_where_written(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidLimitsError, match=next(iter(bad))):
+        Limits(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fn", ["print", "println", "error"])
+def test_text_over_the_cap_is_refused_with_a_warning_naming_the_spirit(
+    fn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    spirit, m = load(name="chatty", limits=Limits(max_string_length=8))
+    spirit.call(fn, *put(spirit, "12345678"))  # at the cap: written
+    with caplog.at_level(logging.WARNING, logger="vudo.host"):
+        spirit.call(fn, *put(spirit, "123456789"))
+    assert m.logger.output + "".join(m.logger.errors) in ("12345678", "12345678\n")
+    assert len(m.logger.outputs) + len(m.logger.errors) == 1
+    (warning,) = warnings_of(caplog)
+    assert f"vudo_{fn}" in warning and "'chatty'" in warning and "9 bytes" in warning
+
+
+def test_default_text_cap_is_one_mib(caplog: pytest.LogCaptureFixture) -> None:
+    spirit, m = load(memory='(memory (export "memory") 40)')
+    spirit.call("print", SCRATCH, MIB)
+    assert len(m.logger.output) == MIB
+    with caplog.at_level(logging.WARNING, logger="vudo.host"):
+        spirit.call("print", SCRATCH, MIB + 1)
+    assert len(m.logger.outputs) == 1 and "1048577 bytes" in warnings_of(caplog)[0]
+
+
+def test_text_over_the_cap_with_a_bad_pointer_is_still_a_fault() -> None:
+    spirit, _ = load(limits=Limits(max_string_length=8))
+    with pytest.raises(MemoryAccessError, match="out-of-bounds"):
+        spirit.call("print", 65530, 100)
+
+
+def test_log_subscribe_assert_and_panic_honour_the_text_cap(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = FakeHostContext("capped", limits=Limits(max_string_length=4))
+    ctx.memory.write_bytes(64, b"too long")
+    assert isinstance(ctx.effects, MockEffectHandler)
+    ctx.effects.register_channel("too long")
+    with caplog.at_level(logging.WARNING, logger="vudo.host"):
+        io.vudo_log(ctx)(1, 64, 8)
+        assert effects.vudo_subscribe(ctx)(64, 8) == INVALID
+    assert isinstance(ctx.logger, MockLogger) and ctx.logger.records == []
+    assert ctx.effects.subscriptions == []
+    assert [w.split(":")[0] for w in warnings_of(caplog)] == ["vudo_log", "vudo_subscribe"]
+
+
+def test_allocations_over_max_alloc_return_zero(caplog: pytest.LogCaptureFixture) -> None:
+    ctx = FakeHostContext("hungry", limits=Limits(max_alloc=4096))
+    alloc, realloc = memory.vudo_alloc(ctx), memory.vudo_realloc(ctx)
+    ptr = alloc(4096)
+    assert ptr != 0
+    with caplog.at_level(logging.WARNING, logger="vudo.memory"):
+        assert alloc(4097) == 0
+        assert realloc(ptr, 4096, 4097) == 0
+    assert all("'hungry'" in w and "max_alloc" in w for w in warnings_of(caplog))
+    assert realloc(ptr, 4096, 100) != 0  # the old block stayed valid
+
+
+def test_default_max_alloc_is_ten_mib_through_a_spirit() -> None:
+    spirit, _ = load()
+    assert spirit.call("alloc", 10 * MIB + 1) == 0
+    assert spirit.call("alloc", 1024) != 0
+
+
+def test_sleeps_over_max_sleep_are_refused_with_a_warning(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = FakeHostContext("dozy", limits=Limits(max_sleep=2))
+    sleep = time.vudo_sleep(ctx)
+    sleep(2000)
+    with caplog.at_level(logging.WARNING, logger="vudo.host"):
+        sleep(2001)
+    assert ctx.slept == [2000]
+    (warning,) = warnings_of(caplog)
+    assert "vudo_sleep" in warning and "'dozy'" in warning and "2001 ms" in warning
+
+
+def test_default_max_sleep_is_one_hour_through_a_spirit() -> None:
+    spirit, m = load()
+    spirit.call("sleep", 3_600_000)
+    spirit.call("sleep", 3_600_001)
+    assert m.time.sleeps == [3_600_000]
+
+
+# ==========================================================================================
+# Allocation argument checks
+# ==========================================================================================
+def test_alloc_of_zero_or_negative_sizes_returns_zero() -> None:
+    spirit, _ = load()
+    assert spirit.call("alloc", 0) == 0
+    assert spirit.call("alloc", -8) == 0
+    ptr = spirit.call("alloc", 16)
+    assert spirit.call("realloc", ptr, 16, -1) == 0
+    assert spirit.call("realloc", ptr, -16, 32) == 0
+    assert spirit.call("realloc", ptr, 16, 32) != 0  # the block survived the refusals
+
+
+@pytest.mark.parametrize("align", [0, -8, 3, 12, 1.5])
+def test_memory_alloc_with_a_bad_alignment_raises_a_config_error(align: object) -> None:
+    mem = FakeMemory(name="aligned")
+    with pytest.raises(ConfigError, match=r"'aligned'.*power of two") as info:
+        mem.alloc(16, align)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
+    assert mem.alloc(16, 16) % 16 == 0
+
+
+# ==========================================================================================
+# Inboxes
+# ==========================================================================================
+@pytest.mark.parametrize("kind", [MessageBus, PyMessageBus], ids=["default", "python"])
+def test_clear_name_empties_one_inbox_and_clear_empties_all(kind: type[PyMessageBus]) -> None:
+    bus = kind()
+    for name in ("a", "b", "c"):
+        bus.register(name)
+    bus.broadcast("a", b"x")
+    bus.clear("b")
+    assert [bus.pending(n) for n in ("a", "b", "c")] == [1, 0, 1]
+    bus.clear("nobody")  # an unknown name is ignored
+    bus.clear()
+    assert [bus.pending(n) for n in ("a", "b", "c")] == [0, 0, 0]
+    assert bus.spirits() == ["a", "b", "c"]
+    assert isinstance(bus, MessageBroker)
+
+
+def test_log_unknown_level_is_error_plus_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    spirit, m = load(name="loud")
+    with caplog.at_level(logging.WARNING, logger="vudo.host"):
+        spirit.call("log", 7, *put(spirit, "odd"))
+        spirit.call("log", 2, *put(spirit, "fine"))
+    assert m.logger.records == [(LogLevel.ERROR, "odd"), (LogLevel.WARN, "fine")]
+    (warning,) = warnings_of(caplog)
+    assert "invalid log level 7" in warning and "'loud'" in warning
