@@ -13,11 +13,18 @@ import pytest
 from _helpers_host import SCRATCH, load, put
 
 from vudo import Limits, MessageBroker, MessageBus
-from vudo._host.loas import effects, io, memory, time
-from vudo._providers import PyMessageBus
+from vudo._host import HostContext
+from vudo._host.loas import debug, effects, io, memory, time
+from vudo._providers import DefaultDebugHandler, PyMessageBus
 from vudo.abi import LogLevel, ResultCode
-from vudo.errors import ConfigError, InvalidLimitsError, MemoryAccessError
-from vudo.testing import FakeHostContext, FakeMemory, MockEffectHandler, MockLogger
+from vudo.errors import ConfigError, InvalidLimitsError, MemoryAccessError, SpiritAssertionError
+from vudo.testing import (
+    FakeHostContext,
+    FakeMemory,
+    MockDebugHandler,
+    MockEffectHandler,
+    MockLogger,
+)
 
 MIB = 1 << 20
 INVALID = int(ResultCode.INVALID_ARG)
@@ -184,3 +191,73 @@ def test_log_unknown_level_is_error_plus_a_warning(caplog: pytest.LogCaptureFixt
     assert m.logger.records == [(LogLevel.ERROR, "odd"), (LogLevel.WARN, "fine")]
     (warning,) = warnings_of(caplog)
     assert "invalid log level 7" in warning and "'loud'" in warning
+
+
+# ==========================================================================================
+# Debugging: every assertion reaches the debug handler
+# ==========================================================================================
+def test_every_assertion_reaches_on_assert_passing_ones_too() -> None:
+    spirit, m = load(name="checker")
+    spirit.call("assert", 1, *put(spirit, "holds"))
+    spirit.call("assert", 5, *put(spirit, "also holds"))
+    with pytest.raises(SpiritAssertionError, match="broken"):
+        spirit.call("assert", 0, *put(spirit, "broken"))
+    assert m.debug.assertions == [
+        ("checker", True, "holds"), ("checker", True, "also holds"),
+        ("checker", False, "broken"),
+    ]
+    assert (m.debug.passed, m.debug.failed) == (2, 1)
+    assert m.debug.assertion_failures == [("checker", "broken")]
+
+
+def test_a_passing_assertion_with_a_bad_message_pointer_does_not_fail() -> None:
+    debugger = MockDebugHandler()
+    ctx = FakeHostContext("sloppy", debugger=debugger)
+    debug.vudo_assert(ctx)(1, 70000, 4)  # past the 1-page memory
+    ((name, ok, message),) = debugger.assertions
+    assert (name, ok) == ("sloppy", True) and message.startswith("<unreadable")
+
+
+def test_assertion_messages_over_the_cap_become_a_placeholder() -> None:
+    debugger = MockDebugHandler()
+    ctx = FakeHostContext("wordy", debugger=debugger, limits=Limits(max_string_length=2))
+    ctx.memory.write_bytes(64, b"long")
+    with pytest.raises(SpiritAssertionError, match="over max_string_length 2"):
+        debug.vudo_assert(ctx)(0, 64, 4)
+    assert debugger.assertions[0].ok is False
+
+
+def test_the_default_debug_handler_logs_passing_assertions_at_debug(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = FakeHostContext("quiet", debugger=DefaultDebugHandler())
+    ctx.memory.write_bytes(64, b"fine")
+    with caplog.at_level(logging.DEBUG, logger="vudo.debug"):
+        debug.vudo_assert(ctx)(1, 64, 4)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "assertion passed in Spirit 'quiet': fine")
+    ]
+
+
+def test_a_debug_handler_without_on_assert_still_works() -> None:
+    class Legacy:
+        def __init__(self) -> None:
+            self.failures: list[str] = []
+
+        def breakpoint(self, spirit: HostContext, backtrace: list[str]) -> None:
+            pass
+
+        def assert_failed(self, spirit: HostContext, message: str) -> None:
+            self.failures.append(message)
+
+        def panic(self, spirit: HostContext, message: str) -> None:
+            pass
+
+    legacy = Legacy()
+    ctx = FakeHostContext(debugger=legacy)  # type: ignore[arg-type]
+    ctx.memory.write_bytes(64, b"no")
+    host = debug.vudo_assert(ctx)
+    host(1, 64, 2)
+    with pytest.raises(SpiritAssertionError):
+        host(0, 64, 2)
+    assert legacy.failures == ["no"]

@@ -22,6 +22,7 @@ from .._providers import LoggerBase
 from ..abi import LogLevel, ResultCode
 
 __all__ = [
+    "AssertRecord",
     "BreakpointHit",
     "DebugMessage",
     "EffectRecord",
@@ -288,12 +289,22 @@ class DebugMessage(NamedTuple):
     message: str
 
 
+class AssertRecord(NamedTuple):
+    """One ``vudo_assert``: the Spirit's name, whether it held, and its message."""
+
+    spirit: str
+    ok: bool
+    message: str
+
+
 class MockDebugHandler:
     """A :class:`~vudo.DebugHandler` that records instead of debugging.
 
     ``breakpoints`` holds ``(spirit, backtrace)`` per ``vudo_breakpoint`` (the backtrace ends
     with ``"vudo_breakpoint"``; Spirits loaded with ``debug=True`` or limits also list the
     exports being executed, outermost first);
+    ``assertions`` holds ``(spirit, ok, message)`` per ``vudo_assert``, passing ones too
+    (``passed``/``failed`` count them);
     ``assertion_failures`` and ``panics`` hold ``(spirit, message)``. ``on_breakpoint``, if
     given, is called with the live Spirit at each breakpoint, e.g. to inspect its memory.
     """
@@ -302,8 +313,21 @@ class MockDebugHandler:
         self._lock = threading.Lock()
         self._on_breakpoint = on_breakpoint
         self.breakpoints: list[BreakpointHit] = []
+        self.assertions: list[AssertRecord] = []
         self.assertion_failures: list[DebugMessage] = []
         self.panics: list[DebugMessage] = []
+
+    @property
+    def passed(self) -> int:
+        """How many assertions held."""
+        with self._lock:
+            return sum(1 for record in self.assertions if record.ok)
+
+    @property
+    def failed(self) -> int:
+        """How many assertions failed."""
+        with self._lock:
+            return sum(1 for record in self.assertions if not record.ok)
 
     def breakpoint(self, spirit: HostContext, backtrace: list[str]) -> None:
         """Record the breakpoint, then run ``on_breakpoint`` if one was given."""
@@ -311,6 +335,11 @@ class MockDebugHandler:
             self.breakpoints.append(BreakpointHit(spirit.name, list(backtrace)))
         if self._on_breakpoint is not None:
             self._on_breakpoint(spirit)
+
+    def on_assert(self, spirit: HostContext, ok: bool, message: str) -> None:
+        """Record the assertion, passing or not."""
+        with self._lock:
+            self.assertions.append(AssertRecord(spirit.name, bool(ok), message))
 
     def assert_failed(self, spirit: HostContext, message: str) -> None:
         """Record the failed assertion."""
@@ -326,6 +355,7 @@ class MockDebugHandler:
         """Forget everything recorded so far."""
         with self._lock:
             self.breakpoints.clear()
+            self.assertions.clear()
             self.assertion_failures.clear()
             self.panics.clear()
 
