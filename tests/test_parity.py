@@ -7,6 +7,7 @@ against :class:`vudo.testing.FakeHostContext`.
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import pytest
@@ -261,3 +262,82 @@ def test_a_debug_handler_without_on_assert_still_works() -> None:
     with pytest.raises(SpiritAssertionError):
         host(0, 64, 2)
     assert legacy.failures == ["no"]
+
+
+# ==========================================================================================
+# Memory views
+# ==========================================================================================
+GROWER = '(func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))'
+
+
+def test_a_view_is_zero_copy_both_ways() -> None:
+    spirit, _ = load()
+    view = spirit.memory.view(SCRATCH, 4)
+    view[:] = b"\x01\x02\x03\x04"
+    assert spirit.call("load8", SCRATCH + 2) == 3  # the Spirit sees the write
+    spirit.call("fill", SCRATCH, 9, 4)
+    assert bytes(view) == b"\x09" * 4  # and the view sees the Spirit's
+
+
+def test_typed_views_read_and_write_i32_and_f64_arrays() -> None:
+    spirit, _ = load()
+    mem = spirit.memory
+    ints = mem.view_i32(SCRATCH, 3)
+    ints[0], ints[2] = -7, 2**31 - 1
+    assert (mem.read_i32(SCRATCH), mem.read_i32(SCRATCH + 8)) == (-7, 2**31 - 1)
+    assert (ints.format, len(ints), ints.nbytes) == ("i", 3, 12)
+    mem.write_f64(SCRATCH + 16, 2.5)
+    floats = mem.view_f64(SCRATCH + 16, 2)
+    assert floats[0] == 2.5
+    floats[1] = -0.25
+    assert mem.read_f64(SCRATCH + 24) == -0.25
+    assert mem.view(SCRATCH, 8, format="q").tolist() == [mem.read_i64(SCRATCH)]
+    with pytest.raises(TypeError):
+        mem.view(SCRATCH, 4, readonly=True)[0] = 1
+
+
+@pytest.mark.parametrize(("ptr", "length"), [(65535, 2), (-1, 1), (0, 65537), (10, -1)])
+def test_views_are_bounds_checked(ptr: int, length: int) -> None:
+    spirit, _ = load(name="viewer")
+    with pytest.raises(MemoryAccessError, match="'viewer'"):
+        spirit.memory.view(ptr, length)
+
+
+def test_typed_view_arguments_are_checked() -> None:
+    mem = FakeMemory()
+    with pytest.raises(ConfigError, match="whole number"):
+        mem.view(0, 6, "i")
+    with pytest.raises(ConfigError, match="unknown format"):
+        mem.view(0, 4, "x")
+    with pytest.raises(MemoryAccessError):
+        mem.view_f64(65536 - 8, 2)
+
+
+def test_a_view_survives_growth_covering_the_same_bytes() -> None:
+    spirit, _ = load(GROWER)
+    mem = spirit.memory
+    view = mem.view(65536 - 4, 4)
+    view[:] = b"edge"
+    assert spirit.call("grow", 3) == 1
+    assert mem.pages == 4 and bytes(view) == b"edge" and len(view) == 4
+    mem.write_bytes(65536 - 4, b"moved?")  # the same bytes: the memory did not move
+    assert bytes(view) == b"move"
+    wider = mem.view(65536 - 4, 8)  # the new pages need a new view
+    assert bytes(wider) == b"moved?\x00\x00"
+
+
+def test_closing_the_spirit_releases_its_views() -> None:
+    spirit, _ = load()
+    view = spirit.memory.view_i32(SCRATCH, 2)
+    spirit.close()
+    with pytest.raises(ValueError, match="released"):
+        view[0]
+
+
+def test_a_view_keeps_the_memory_alive_after_the_spirit_is_dropped() -> None:
+    spirit, _ = load()
+    spirit.memory.write_bytes(SCRATCH, b"still here")
+    view = spirit.memory.view(SCRATCH, 10)
+    del spirit
+    gc.collect()
+    assert bytes(view) == b"still here"
