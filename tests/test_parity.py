@@ -11,20 +11,28 @@ import gc
 import logging
 
 import pytest
-from _helpers_host import SCRATCH, load, put
+from _helpers_host import SCRATCH, Mocks, load, put
 
 from vudo import Limits, MessageBroker, MessageBus
 from vudo._host import HostContext
 from vudo._host.loas import debug, effects, io, memory, time
 from vudo._providers import DefaultDebugHandler, PyMessageBus
 from vudo.abi import LogLevel, ResultCode
-from vudo.errors import ConfigError, InvalidLimitsError, MemoryAccessError, SpiritAssertionError
+from vudo.errors import (
+    ConfigError,
+    HostFunctionError,
+    InvalidLimitsError,
+    MemoryAccessError,
+    SpiritAssertionError,
+)
 from vudo.testing import (
     FakeHostContext,
     FakeMemory,
     MockDebugHandler,
     MockEffectHandler,
     MockLogger,
+    MockRandomProvider,
+    MockTimeProvider,
 )
 
 MIB = 1 << 20
@@ -341,3 +349,77 @@ def test_a_view_keeps_the_memory_alive_after_the_spirit_is_dropped() -> None:
     del spirit
     gc.collect()
     assert bytes(view) == b"still here"
+
+
+# ==========================================================================================
+# Test doubles
+# ==========================================================================================
+def test_mock_random_reset_replays_the_sequence_or_reseeds() -> None:
+    rng = MockRandomProvider(seed=3)
+    first = [rng.random() for _ in range(3)], rng.random_bytes(8)
+    rng.push(0.5)
+    rng.reset()
+    assert ([rng.random() for _ in range(3)], rng.random_bytes(8)) == first
+    rng.reset(4)
+    assert rng.random() == MockRandomProvider(seed=4).random()
+    assert (rng.random_calls, rng.byte_requests) == (1, [])
+
+
+def test_mock_random_reset_through_a_spirit() -> None:
+    spirit, m = load()
+    a = spirit.call("random")
+    m.random.reset()
+    assert spirit.call("random") == a
+
+
+def test_mock_monotonic_clock_can_be_set_after_it_started() -> None:
+    clock = MockTimeProvider()
+    spirit, _ = load(mocks=Mocks(time=clock))
+    assert spirit.call("monotonic_now") == 0
+    clock.set_monotonic(5_000)
+    assert spirit.call("monotonic_now") == 5_000
+    clock.set_monotonic(1_000)  # backwards: the Spirit still never sees time go back
+    assert clock.monotonic_now() == 1_000
+    assert spirit.call("monotonic_now") == 5_000
+    clock.advance(1)  # 1 ms later: 1_001_000 ns
+    assert spirit.call("monotonic_now") == 1_001_000
+    with pytest.raises(ValueError, match="negative"):
+        clock.set_monotonic(-1)
+
+
+# ==========================================================================================
+# A time provider that raises
+# ==========================================================================================
+class BrokenClock(MockTimeProvider):
+    def now(self) -> int:
+        raise OSError("clock unplugged")
+
+    def monotonic_now(self) -> int:
+        raise RuntimeError("no monotonic clock")
+
+    def sleep(self, ms: int) -> None:
+        raise OSError("cannot sleep")
+
+
+@pytest.mark.parametrize(("export", "args", "host", "method", "cause"), [
+    ("now", (), "vudo_now", "now", OSError),
+    ("monotonic_now", (), "vudo_monotonic_now", "monotonic_now", RuntimeError),
+    ("sleep", (5,), "vudo_sleep", "sleep", OSError),
+])
+def test_a_raising_time_provider_traps_naming_the_provider_and_host_function(
+    export: str, args: tuple[int, ...], host: str, method: str, cause: type[Exception]
+) -> None:
+    spirit, _ = load(name="timed", mocks=Mocks(time=BrokenClock()))
+    with pytest.raises(HostFunctionError) as info:
+        spirit.call(export, *args)
+    text = str(info.value)
+    assert f"host function {host}" in text and f"BrokenClock.{method}()" in text
+    assert (info.value.spirit, info.value.function) == ("timed", export)
+    assert isinstance(info.value.__cause__, cause)
+    assert spirit.call("alloc", 8) != 0  # the Spirit stays usable
+
+
+def test_a_raising_time_provider_against_the_host_context() -> None:
+    ctx = FakeHostContext("ctx", time=BrokenClock())
+    with pytest.raises(HostFunctionError, match=r"vudo_now: time provider BrokenClock\.now"):
+        time.vudo_now(ctx)()
