@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import ClassVar
 
@@ -66,6 +67,25 @@ def test_vudo_log__levels_outside_the_range_are_errors() -> None:
         (LogLevel.INFO, "info"), (LogLevel.ERROR, "odd")]
 
 
+def test_vudo_log__an_invalid_level_is_also_warned_about(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = FakeHostContext("leveller")
+    with caplog.at_level(logging.WARNING, logger="vudo.host"):
+        io.vudo_log(ctx)(-3, *put(ctx, b"odd"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "vudo_log: Spirit 'leveller' used invalid log level -3; logged as ERROR"]
+
+
+def test_text_functions__refuse_text_over_max_string_length() -> None:
+    ctx = FakeHostContext(limits=Limits(max_string_length=2))
+    for factory in (io.vudo_print, io.vudo_println, io.vudo_error):
+        factory(ctx)(*put(ctx, b"abc"))
+    io.vudo_log(ctx)(1, *put(ctx, b"abc"))
+    assert isinstance(ctx.logger, MockLogger)
+    assert ctx.logger.outputs == [] and ctx.logger.records == []
+
+
 def test_vudo_error__logs_at_error_and_rejects_bad_pointers() -> None:
     ctx = FakeHostContext()
     io.vudo_error(ctx)(*put(ctx, b"bad"))
@@ -89,6 +109,12 @@ def test_vudo_alloc__zeroed_aligned_blocks_and_zero_for_negative_sizes() -> None
     assert ptr % 8 == 0 and ptr >= ctx.memory.heap_floor
     assert ctx.memory.read_bytes(ptr, 24) == bytes(24)
     assert alloc(-1) == 0
+    assert alloc(0) == 0
+
+
+def test_vudo_alloc__over_max_alloc_returns_zero() -> None:
+    ctx = FakeHostContext(limits=Limits(max_alloc=32))
+    assert memory.vudo_alloc(ctx)(33) == 0 and memory.vudo_alloc(ctx)(32) != 0
 
 
 def test_vudo_free__ignores_pointers_it_did_not_hand_out() -> None:
@@ -109,6 +135,8 @@ def test_vudo_realloc__keeps_the_prefix_and_fails_with_the_old_block_valid() -> 
     assert memory.vudo_realloc(ctx)(bigger, 64, 10 * 65536) == 0  # over max_pages
     assert ctx.memory.read_bytes(bigger, 8) == b"12345678"
     assert memory.vudo_realloc(ctx)(bigger, 64, -5) == 0
+    assert memory.vudo_realloc(ctx)(bigger, -64, 8) == 0  # a negative old size too
+    assert ctx.memory.read_bytes(bigger, 8) == b"12345678"
 
 
 # -------------------------------------------------------------------------------- time
@@ -123,6 +151,13 @@ def test_vudo_sleep__is_the_contexts_sleep() -> None:
     time.vudo_sleep(ctx)(250)
     time.vudo_sleep(ctx)(-3)
     assert ctx.slept == [250, 0] and clock.now() == 250
+
+
+def test_vudo_sleep__over_max_sleep_is_refused() -> None:
+    ctx = FakeHostContext(limits=Limits(max_sleep=1))
+    time.vudo_sleep(ctx)(1001)
+    time.vudo_sleep(ctx)(1000)
+    assert ctx.slept == [1000]
 
 
 def test_vudo_monotonic_now__never_decreases() -> None:

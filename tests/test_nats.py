@@ -163,6 +163,18 @@ def test_broker_semantics_match_the_message_bus(server: NatsServer, session: str
         a.post("alice", "bob", b"fresh")
         assert recv_wait(b, "bob").payload == b"fresh"
 
+        # clear(name) drops only that name's messages (as MessageBus.clear(name) does)
+        b.register("carol")
+        assert a.wait_registered("carol", 5)
+        a.post("alice", "bob", b"b1")
+        a.post("alice", "carol", b"c1")
+        assert a.flush(5)
+        wait_until(lambda: b.pending("bob") == 1 and b.pending("carol") == 1, 5, "delivery")
+        b.clear("bob")
+        assert b.pending("bob") == 0 and b.pending("carol") == 1
+        assert recv_wait(b, "carol").payload == b"c1"
+        b.unregister("carol")
+
         b.unregister("bob")
         assert a.wait_registered("alice", 1)
         wait_until(lambda: not a.is_registered("bob"), 5, "bob to disappear from a's view")

@@ -273,9 +273,9 @@ class TracingBroker:
         """Call ``callback`` after each delivery to ``name``."""
         return self.inner.on_message(name, callback)
 
-    def clear(self) -> None:
-        """Drop every queued message."""
-        self.inner.clear()
+    def clear(self, name: str | None = None) -> None:
+        """Drop the messages queued for ``name`` (every queued message when ``None``)."""
+        self.inner.clear(name)
 
     def close(self) -> None:
         """Release the inner broker."""

@@ -25,6 +25,16 @@ class Limits:
     - ``max_memory``: bytes of linear memory, the host heap included (enforced by the store).
     - ``max_inbox``: messages waiting in the Spirit's inbox.
     - ``max_message_size``: bytes in one message payload the Spirit sends.
+    - ``max_string_length``: bytes of text one host function reads (default 1 MiB, as in
+      ``@vudo/runtime``): ``vudo_print``, ``vudo_println``, ``vudo_log``, ``vudo_error``,
+      ``vudo_assert``, ``vudo_panic`` and ``vudo_subscribe`` refuse longer text with a WARNING
+      on ``vudo.host`` naming the Spirit (print and log calls do nothing, ``vudo_subscribe``
+      returns InvalidArg, a failed assertion and a panic still fail, with a placeholder
+      message).
+    - ``max_alloc``: bytes in one ``vudo_alloc``/``vudo_realloc`` block (default 10 MiB):
+      larger requests return 0, as an exhausted heap does.
+    - ``max_sleep``: seconds one ``vudo_sleep`` may pause (default 3600): a longer sleep is
+      refused (returns at once) with a WARNING naming the Spirit.
     - ``terminate_on_limit``: terminate the Spirit when a limit is exceeded (default: the
       call fails and the Spirit stays usable).
 
@@ -45,6 +55,9 @@ class Limits:
     max_inbox: int | None
     max_message_size: int | None
     terminate_on_limit: bool
+    max_string_length: int | None
+    max_alloc: int | None
+    max_sleep: float | None
     _given: frozenset[str] = field(compare=False, repr=False)
 
     def __init__(
@@ -55,12 +68,17 @@ class Limits:
         max_inbox: int | None = _UNSET,
         max_message_size: int | None = _UNSET,
         terminate_on_limit: bool = _UNSET,
+        max_string_length: int | None = _UNSET,
+        max_alloc: int | None = _UNSET,
+        max_sleep: float | None = _UNSET,
         _given: frozenset[str] = frozenset(),
     ) -> None:
         given = set(_given)
         values = {
             "timeout": timeout, "fuel": fuel, "max_memory": max_memory, "max_inbox": max_inbox,
             "max_message_size": max_message_size, "terminate_on_limit": terminate_on_limit,
+            "max_string_length": max_string_length, "max_alloc": max_alloc,
+            "max_sleep": max_sleep,
         }
         for name, value in values.items():
             if value is _UNSET:
@@ -74,7 +92,10 @@ class Limits:
     def __post_init__(self) -> None:
         if self.timeout is not None:
             object.__setattr__(self, "timeout", _seconds(self.timeout))
-        for name in ("fuel", "max_memory", "max_inbox", "max_message_size"):
+        if self.max_sleep is not None:
+            object.__setattr__(self, "max_sleep", _seconds(self.max_sleep, "max_sleep"))
+        for name in ("fuel", "max_memory", "max_inbox", "max_message_size",
+                     "max_string_length", "max_alloc"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _count(name, value))
@@ -98,15 +119,15 @@ class Limits:
 MAX_COUNT = 2**64 - 1
 
 
-def _seconds(value: object) -> float:
+def _seconds(value: object, name: str = "timeout") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidLimitsError(
-            f"Limits.timeout must be a number of seconds (got {type(value).__name__} {value!r})"
+            f"Limits.{name} must be a number of seconds (got {type(value).__name__} {value!r})"
         )
     seconds = float(value)
     if not math.isfinite(seconds) or seconds <= 0 or seconds > threading.TIMEOUT_MAX:
         raise InvalidLimitsError(
-            f"Limits.timeout must be finite, positive and at most {threading.TIMEOUT_MAX:.0f} "
+            f"Limits.{name} must be finite, positive and at most {threading.TIMEOUT_MAX:.0f} "
             f"seconds (got {value!r})"
         )
     return seconds
@@ -129,6 +150,8 @@ def _count(name: str, value: object) -> int:
 _DEFAULTS: dict[str, Any] = {
     "timeout": None, "fuel": None, "max_memory": None, "max_inbox": None,
     "max_message_size": 1 << 20, "terminate_on_limit": False,
+    # @vudo/runtime's per-call caps: 1 MiB of text, 10 MiB per allocation, one-hour sleeps.
+    "max_string_length": 1 << 20, "max_alloc": 10 << 20, "max_sleep": 3600.0,
 }
 
 

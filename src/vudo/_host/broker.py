@@ -97,8 +97,9 @@ class MessageBroker(Protocol):
         """Wait until every accepted message is handed over; ``False`` on timeout."""
         ...
 
-    def clear(self) -> None:
-        """Drop every queued message (inboxes stay registered)."""
+    def clear(self, name: str | None = None) -> None:
+        """Drop the messages queued for ``name``, or every queued message when ``None``
+        (inboxes stay registered)."""
 
     def close(self) -> None:
         """Release the broker's resources."""

@@ -133,10 +133,18 @@ class EffectHandler(Protocol):
 
 @runtime_checkable
 class DebugHandler(Protocol):
-    """Told about breakpoints, failed assertions and panics."""
+    """Told about breakpoints, assertions and panics.
+
+    ``on_assert`` is called for every ``vudo_assert``, passing ones too (before
+    ``assert_failed`` for a failing one), so a debugger can count them; a handler without it
+    (written before it existed) is still accepted and only hears of failures.
+    """
 
     def breakpoint(self, spirit: HostContext, backtrace: list[str]) -> None:
         """``vudo_breakpoint`` was called (with the Spirit's call stack)."""
+
+    def on_assert(self, spirit: HostContext, ok: bool, message: str) -> None:
+        """``vudo_assert`` was called: ``ok`` is whether the condition held."""
 
     def assert_failed(self, spirit: HostContext, message: str) -> None:
         """``vudo_assert`` failed with ``message``."""

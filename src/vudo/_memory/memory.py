@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -22,6 +23,7 @@ from ..errors import ConfigError, HostHeapExhausted, MemoryAccessError, VudoErro
 from .allocator import Allocator, BumpAllocator, FreeListAllocator
 from .genes import FIELD_FORMATS, GeneLayout, encode_scalar, pack_complete
 from .guest_alloc import allocator_strategy
+from .views import MemoryViews
 
 __all__ = ["PAGE_SIZE", "WasmMemory"]
 
@@ -56,8 +58,11 @@ def _pack_int(fmt: struct.Struct, value: int, kind: str) -> bytes:
         raise ValueError(f"{value!r} is out of range for {kind}") from None
 
 
-class WasmMemory:
-    """A Spirit's exported (or imported) linear memory with typed accessors and a host heap.
+class WasmMemory(MemoryViews):
+    r"""A Spirit's exported (or imported) linear memory with typed accessors and a host heap.
+
+    :meth:`view` and ``view_i32``/``view_f64``/... give zero-copy ``memoryview``\ s of it
+    (:mod:`vudo._memory.views` says how long they stay valid).
 
     ``allocator`` is ``"freelist"`` (default: reuses freed blocks) or ``"bump"``. The host heap
     starts above the memory the module had at instantiation (``heap_floor``), so host data never
@@ -79,6 +84,7 @@ class WasmMemory:
         self._base = 0
         self._size = 0
         self._view = memoryview(b"")
+        self._views: dict[int, weakref.ref[memoryview]] = {}  # handed out by view()
         #: Bytes the module had at instantiation; the host heap lives above this.
         self.heap_floor = 0
         self._max_pages: int | None = 0
@@ -123,7 +129,8 @@ class WasmMemory:
 
     def detach(self) -> None:
         """Forget the linear memory (its store is being freed): every access is then out of
-        bounds. Views taken earlier must not be used after this."""
+        bounds. Views taken earlier are released (see :meth:`view`)."""
+        self._release_views()
         self._memory = None
         self._store = None
         self._base = 0
@@ -143,7 +150,9 @@ class WasmMemory:
             return 0
         size = self._memory.data_len(self._store)
         if size != self._size:
-            self._view = memoryview((ctypes.c_ubyte * size).from_address(self._base)).cast("B")
+            data = (ctypes.c_ubyte * size).from_address(self._base)
+            data.store = self._store  # type: ignore[attr-defined]  # views keep the store alive
+            self._view = memoryview(data).cast("B")
             self._size = size
         return size
 
@@ -322,7 +331,13 @@ class WasmMemory:
         """A zeroed host-heap block of ``size`` bytes; 0 when memory is exhausted.
 
         ``zero=False`` skips clearing, for callers that overwrite the whole block at once.
+        ``align`` must be a power of two (:class:`~vudo.errors.ConfigError`, a ``ValueError``,
+        otherwise).
         """
+        if isinstance(align, bool) or not isinstance(align, int) or align <= 0 \
+                or align & (align - 1):
+            raise ConfigError(f"memory.alloc of Spirit {self._name!r}: alignment must be a "
+                              f"power of two (got {align!r})")
         with self._lock:
             return self.allocator.alloc(size, align, zero=zero)
 

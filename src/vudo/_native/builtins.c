@@ -72,14 +72,24 @@ static wasm_trap_t *text_callback(host_env *env, wasmtime_caller_t *caller,
         trap = trap_msg("host function called after its Spirit was freed");
     } else {
         Py_INCREF(b);
-        const char *data = n ? (const char *)vudo_wt.memory_data(ctx, &env->memory) + ptr : "";
-        PyObject *text = PyUnicode_DecodeUTF8(data, (Py_ssize_t)n, "replace");
         PyObject *r = NULL;
-        if (text != NULL) {
-            PyObject *out = Py_NewRef(b->out);
-            r = PyObject_CallOneArg(out, text);
-            Py_DECREF(out);
-            Py_DECREF(text);
+        if ((uint64_t)n > b->max_text && b->refuse != NULL) {
+            /* Over max_string_length: refused (and logged) in Python, never decoded. */
+            PyObject *refuse = Py_NewRef(b->refuse);
+            PyObject *len_obj = PyLong_FromUnsignedLong(n);
+            r = len_obj ? PyObject_CallOneArg(refuse, len_obj) : NULL;
+            Py_XDECREF(len_obj);
+            Py_DECREF(refuse);
+        } else {
+            const char *data =
+                n ? (const char *)vudo_wt.memory_data(ctx, &env->memory) + ptr : "";
+            PyObject *text = PyUnicode_DecodeUTF8(data, (Py_ssize_t)n, "replace");
+            if (text != NULL) {
+                PyObject *out = Py_NewRef(b->out);
+                r = PyObject_CallOneArg(out, text);
+                Py_DECREF(out);
+                Py_DECREF(text);
+            }
         }
         if (r != NULL) {
             Py_DECREF(r);
@@ -151,6 +161,7 @@ static PyObject *builtin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     b->kind = kind;
     b->fail = Py_NewRef(fail);
     b->spirit_name = Py_NewRef(name);
+    b->max_text = UINT64_MAX;
     return (PyObject *)b;
 }
 
@@ -178,15 +189,31 @@ static PyObject *builtin_set_output(PyObject *op, PyObject *out) {
     Py_RETURN_NONE;
 }
 
+/* set_text_cap(cap, refuse): K_TEXT longer than cap bytes calls refuse(length) instead. */
+static PyObject *builtin_set_text_cap(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_text_cap(cap, refuse)");
+        return NULL;
+    }
+    unsigned long long cap = PyLong_AsUnsignedLongLong(args[0]);
+    if (cap == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    Builtin *b = (Builtin *)op;
+    Py_XSETREF(b->refuse, Py_NewRef(args[1]));
+    b->max_text = (uint64_t)cap;
+    Py_RETURN_NONE;
+}
+
 static int builtin_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(((Builtin *)op)->fail);
     Py_VISIT(((Builtin *)op)->out);
+    Py_VISIT(((Builtin *)op)->refuse);
     return 0;
 }
 
 static int builtin_clear(PyObject *op) {
     Py_CLEAR(((Builtin *)op)->fail);
     Py_CLEAR(((Builtin *)op)->out);
+    Py_CLEAR(((Builtin *)op)->refuse);
     return 0;
 }
 
@@ -201,6 +228,8 @@ static void builtin_dealloc(PyObject *op) {
 static PyMethodDef builtin_methods[] = {
     {"set_memory", builtin_set_memory, METH_O, "Point at the Spirit's memory (address or 0)."},
     {"set_output", builtin_set_output, METH_O, "The logger method vudo_print & co call."},
+    {"set_text_cap", (PyCFunction)(void (*)(void))builtin_set_text_cap, METH_FASTCALL,
+     "set_text_cap(cap, refuse): text over cap bytes calls refuse(length) instead."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,6 +28,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *fail, *spirit_name;
     PyObject *out; /* K_TEXT: the logger method called with the decoded text */
+    PyObject *refuse; /* K_TEXT: called with the length of text over max_text (or NULL) */
+    uint64_t max_text; /* K_TEXT: the Spirit's max_string_length (UINT64_MAX: none) */
     host_env *envs;
     int kind;
     int has_memory;

@@ -205,10 +205,16 @@ class MessageBus:
         """Nothing to hand over: an accepted message is already in its inbox."""
         return True
 
-    def clear(self) -> None:
-        """Drop every queued message."""
+    def clear(self, name: str | None = None) -> None:
+        """Drop the messages queued for ``name`` (every inbox when ``None``); inboxes stay
+        registered, and an unknown name is ignored, as with the C bus."""
         with self._lock:
-            for inbox in self._inboxes.values():
+            if name is None:
+                inboxes = list(self._inboxes.values())
+            else:
+                inbox = self._inboxes.get(name)
+                inboxes = [] if inbox is None else [inbox]
+            for inbox in inboxes:
                 inbox.queue.clear()
 
     def close(self) -> None:

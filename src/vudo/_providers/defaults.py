@@ -171,6 +171,12 @@ class DefaultDebugHandler:
         if self.debug:
             breakpoint()
 
+    def on_assert(self, spirit: EffectTarget, ok: bool, message: str) -> None:
+        """Log every assertion at DEBUG on ``vudo.debug``, passing or not."""
+        if self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("assertion %s in Spirit %r: %s", "passed" if ok else "failed",
+                            spirit.name, message)
+
     def assert_failed(self, spirit: EffectTarget, message: str) -> None:
         """Log the failed assertion at WARNING."""
         self._log.warning("assertion failed in Spirit %r: %s", spirit.name, message)

@@ -86,6 +86,7 @@ class NativeBackend:
         made = _native_core.builtin_func(
             store, name, params, results, fail, spirit=state.name,
             default_time=default_time, default_random=default_random,
+            max_text=state.limits.max_string_length,
         )
         if made is None:
             return None

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +27,7 @@ import wasmtime
 from wasmtime import _ffi as wffi
 
 from . import engine as _engine
+from .caps import refuse_text
 
 __all__ = [
     "available",
@@ -206,14 +208,15 @@ def func_new(store: wasmtime.Store, ty: wasmtime.FuncType, host: Any) -> wasmtim
 def builtin_func(
     store: wasmtime.Store, name: str, params: tuple[str, ...], results: tuple[str, ...],
     fail: Callable[[BaseException], int], *, spirit: str, default_time: bool,
-    default_random: bool,
+    default_random: bool, max_text: int | None = None,
 ) -> tuple[wasmtime.Func, Any, Callable[[int, Any], None]] | None:
     """The C implementation of core host function ``name``, or ``None`` (use the Python one).
 
     Clocks and randomness are native only with the default providers (``default_time``,
     ``default_random``); text goes to whatever logger the Spirit has. Returns ``(func,
     keepalive, bind)``: ``bind(memory_address, logger)`` is called once the instance exists,
-    with the address of its ``wasmtime_memory_t`` (0 for none).
+    with the address of its ``wasmtime_memory_t`` (0 for none). Text over ``max_text`` bytes
+    (the Spirit's ``max_string_length``) is refused and logged as the Python Loa does.
     """
     if _active() is None:
         return None
@@ -230,6 +233,8 @@ def builtin_func(
     )
     host = _c.Builtin(kind, fail, spirit)
     output = _TEXT_OUTPUT.get(name)
+    if output is not None and max_text is not None:
+        host.set_text_cap(max_text, partial(refuse_text, spirit, name, cap=max_text))
 
     def bind(memory_address: int, logger: Any) -> None:
         host.set_memory(memory_address)

@@ -231,10 +231,12 @@ class NatsBroker(Lifecycle):
         """Not supported (see :attr:`supports_requeue`)."""
         raise NotImplementedError("NatsBroker cannot put a message back; read peek-then-take")
 
-    def clear(self) -> None:
-        """Discard every message queued for this broker's Spirits (they stay registered)."""
+    def clear(self, name: str | None = None) -> None:
+        """Discard every message queued for ``name`` (for all of this broker's Spirits when
+        ``None``); they stay registered. A name this broker does not hold is ignored."""
         with self._lock:
-            inboxes = list(self._inboxes.values())
+            inboxes = [inbox for key, inbox in self._inboxes.items()
+                       if name is None or key == name]
 
         async def clear_all() -> None:
             # Everything stored so far goes, including copies already on their way to this

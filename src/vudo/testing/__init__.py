@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ._context import FakeHostContext, FakeMemory
 from ._mocks import (
+    AssertRecord,
     BreakpointHit,
     DebugMessage,
     EffectRecord,
@@ -37,6 +38,7 @@ from ._mocks import (
 )
 
 __all__ = [
+    "AssertRecord",
     "BreakpointHit",
     "DebugMessage",
     "EffectRecord",

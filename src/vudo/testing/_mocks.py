@@ -22,6 +22,7 @@ from .._providers import LoggerBase
 from ..abi import LogLevel, ResultCode
 
 __all__ = [
+    "AssertRecord",
     "BreakpointHit",
     "DebugMessage",
     "EffectRecord",
@@ -103,7 +104,8 @@ class MockTimeProvider:
     ``now()`` is the wall clock in ms (``set_time`` sets it, and may move it backwards like a
     real wall clock); ``monotonic_now()`` is in ns and only moves forward, with ``advance`` and
     ``sleep``. ``sleep(ms)`` returns at once after advancing both clocks by ``ms`` and appending
-    ``ms`` to ``sleeps``, so tests of sleeping Spirits take no real time.
+    ``ms`` to ``sleeps``, so tests of sleeping Spirits take no real time. ``set_monotonic``
+    sets the monotonic clock after the start.
     """
 
     def __init__(self, start_ms: int = 0, *, monotonic_start_ns: int = 0) -> None:
@@ -119,6 +121,15 @@ class MockTimeProvider:
         """Set the wall clock to ``ms`` milliseconds since the epoch (monotonic is unchanged)."""
         with self._lock:
             self._now_ms = int(ms)
+
+    def set_monotonic(self, ns: int) -> None:
+        """Set the monotonic clock to ``ns`` nanoseconds, at any time (``ValueError`` if
+        negative). It may be set backwards to test a misbehaving clock; a Spirit still never
+        sees ``vudo_monotonic_now`` decrease (it keeps the largest value it returned)."""
+        if ns < 0:
+            raise ValueError(f"the monotonic clock cannot be negative ({ns} ns)")
+        with self._lock:
+            self._mono_ns = int(ns)
 
     def advance(self, ms: int) -> None:
         """Move both clocks forward by ``ms`` milliseconds (``ValueError`` if negative)."""
@@ -156,17 +167,32 @@ class MockRandomProvider:
     ``seed``. ``random_bytes(n)`` returns scripted byte strings queued with :meth:`queue_bytes`
     first, then ``n`` bytes from the seeded generator: two providers with the same seed give
     the same bytes. Requests are recorded in ``random_calls`` (count) and ``byte_requests``.
+    :meth:`reset` starts the sequence again, with the same or a new seed.
     """
 
     def __init__(self, values: Iterable[float] = (), *, seed: int = 0) -> None:
         self._lock = threading.Lock()
         self._values: deque[float] = deque(values)
         self._bytes: deque[bytes] = deque()
+        self._seed = seed
         self._rng = _random.Random(seed)
         #: How many times ``random()`` was called.
         self.random_calls = 0
         #: The ``n`` of every ``random_bytes(n)`` call, in order.
         self.byte_requests: list[int] = []
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start again as a new provider seeded with ``seed`` (the construction seed when
+        ``None``): the same sequence again, scripted values and bytes and the counters
+        forgotten."""
+        with self._lock:
+            if seed is not None:
+                self._seed = seed
+            self._rng.seed(self._seed)
+            self._values.clear()
+            self._bytes.clear()
+            self.random_calls = 0
+            self.byte_requests.clear()
 
     def push(self, *values: float) -> None:
         """Script more values for ``random()``, returned after those already queued."""
@@ -288,12 +314,22 @@ class DebugMessage(NamedTuple):
     message: str
 
 
+class AssertRecord(NamedTuple):
+    """One ``vudo_assert``: the Spirit's name, whether it held, and its message."""
+
+    spirit: str
+    ok: bool
+    message: str
+
+
 class MockDebugHandler:
     """A :class:`~vudo.DebugHandler` that records instead of debugging.
 
     ``breakpoints`` holds ``(spirit, backtrace)`` per ``vudo_breakpoint`` (the backtrace ends
     with ``"vudo_breakpoint"``; Spirits loaded with ``debug=True`` or limits also list the
     exports being executed, outermost first);
+    ``assertions`` holds ``(spirit, ok, message)`` per ``vudo_assert``, passing ones too
+    (``passed``/``failed`` count them);
     ``assertion_failures`` and ``panics`` hold ``(spirit, message)``. ``on_breakpoint``, if
     given, is called with the live Spirit at each breakpoint, e.g. to inspect its memory.
     """
@@ -302,8 +338,21 @@ class MockDebugHandler:
         self._lock = threading.Lock()
         self._on_breakpoint = on_breakpoint
         self.breakpoints: list[BreakpointHit] = []
+        self.assertions: list[AssertRecord] = []
         self.assertion_failures: list[DebugMessage] = []
         self.panics: list[DebugMessage] = []
+
+    @property
+    def passed(self) -> int:
+        """How many assertions held."""
+        with self._lock:
+            return sum(1 for record in self.assertions if record.ok)
+
+    @property
+    def failed(self) -> int:
+        """How many assertions failed."""
+        with self._lock:
+            return sum(1 for record in self.assertions if not record.ok)
 
     def breakpoint(self, spirit: HostContext, backtrace: list[str]) -> None:
         """Record the breakpoint, then run ``on_breakpoint`` if one was given."""
@@ -311,6 +360,11 @@ class MockDebugHandler:
             self.breakpoints.append(BreakpointHit(spirit.name, list(backtrace)))
         if self._on_breakpoint is not None:
             self._on_breakpoint(spirit)
+
+    def on_assert(self, spirit: HostContext, ok: bool, message: str) -> None:
+        """Record the assertion, passing or not."""
+        with self._lock:
+            self.assertions.append(AssertRecord(spirit.name, bool(ok), message))
 
     def assert_failed(self, spirit: HostContext, message: str) -> None:
         """Record the failed assertion."""
@@ -326,6 +380,7 @@ class MockDebugHandler:
         """Forget everything recorded so far."""
         with self._lock:
             self.breakpoints.clear()
+            self.assertions.clear()
             self.assertion_failures.clear()
             self.panics.clear()
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ...abi import ResultCode
 from ...errors import SpiritTerminated
 from ..context import HostContext
+from ._text import capped_reader
 
 _MASK = 0xFFFFFFFF
+_INVALID = int(ResultCode.INVALID_ARG)
 
 
 def vudo_emit_effect(ctx: HostContext) -> Callable[[int, int, int], int]:
@@ -27,12 +30,15 @@ def vudo_emit_effect(ctx: HostContext) -> Callable[[int, int, int], int]:
 
 
 def vudo_subscribe(ctx: HostContext) -> Callable[[int, int], int]:
-    """Receive a host channel's notifications in the inbox (sender ``channel:<name>``)."""
-    read = ctx.memory.read_string
+    """Receive a host channel's notifications in the inbox (sender ``channel:<name>``); a
+    channel name over ``max_string_length`` returns InvalidArg."""
+    read = capped_reader(ctx, "vudo_subscribe")
     subscribe = ctx.effects.subscribe
 
     def host(ptr: int, length: int) -> int:
         channel = read(ptr & _MASK, length & _MASK)
+        if channel is None:
+            return _INVALID
         return int(subscribe(ctx, channel))
 
     return host
