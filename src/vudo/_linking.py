@@ -37,6 +37,7 @@ __all__ = [
     "LinkPlan",
     "PlannedImport",
     "bind_host_function",
+    "extern_kind",
     "plan_imports",
     "signature_text",
     "valtype",
@@ -114,7 +115,8 @@ class LinkPlan:
 
 
 # ------------------------------------------------------------------------------ planning
-def _kind(ty: object) -> str:
+def extern_kind(ty: object) -> str:
+    """``func``, ``memory``, ``global``, ``table`` (or the type's own name) of an extern type."""
     if isinstance(ty, wasmtime.FuncType):
         return "func"
     if isinstance(ty, wasmtime.MemoryType):
@@ -362,7 +364,7 @@ def plan_imports(
         elif isinstance(ty, wasmtime.FuncType):
             planned.append(_plan_func(mod, name, ty, loa_fns, imports or {}))
         else:
-            kind = _kind(ty)
+            kind = extern_kind(ty)
             planned.append(PlannedImport(mod, name, kind, kind, "unresolved",
                                          f"the host provides no {kind} imports"))
     plan = LinkPlan(source, tuple(planned))

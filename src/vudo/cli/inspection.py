@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._host import LoaRegistry
-from .._linking import PlannedImport, plan_imports
+from .._linking import PlannedImport, extern_kind, plan_imports
 from .._memory import PAGE_SIZE
 from .._memory.guest_alloc import (
     HOST_PAGES,
@@ -129,18 +129,6 @@ def wasm_layout(wasm: bytes) -> WasmLayout:
 # ------------------------------------------------------------------------------------------
 # Checking imports
 # ------------------------------------------------------------------------------------------
-def _kind(ty: Any) -> str:
-    if isinstance(ty, wasmtime.FuncType):
-        return "func"
-    if isinstance(ty, wasmtime.MemoryType):
-        return "memory"
-    if isinstance(ty, wasmtime.GlobalType):
-        return "global"
-    if isinstance(ty, wasmtime.TableType):
-        return "table"
-    return type(ty).__name__.replace("Type", "").lower()
-
-
 def _limits(minimum: int, maximum: int | None) -> dict[str, Any]:
     return {
         "min_pages": minimum,
@@ -161,7 +149,7 @@ def _type_text(ty: Any) -> str:
     if isinstance(ty, wasmtime.TableType):
         lim = ty.limits
         return f"table {ty.element} {lim.min}{'+' if lim.max is None else f'..{lim.max}'}"
-    return _kind(ty)
+    return extern_kind(ty)
 
 
 def plan_entry(planned: PlannedImport, ty: Any) -> dict[str, Any]:
@@ -192,7 +180,9 @@ def inspect_module(path: Path, loas: LoaRegistry | None = None) -> dict[str, Any
     exports: list[dict[str, Any]] = []
     memories: list[dict[str, Any]] = []
     for e in module.exports:
-        item: dict[str, Any] = {"name": e.name, "kind": _kind(e.type), "type": _type_text(e.type)}
+        item: dict[str, Any] = {
+            "name": e.name, "kind": extern_kind(e.type), "type": _type_text(e.type),
+        }
         if isinstance(e.type, wasmtime.FuncType):
             params, results = func_signature(e.type)
             item["params"], item["results"] = list(params), list(results)
