@@ -29,6 +29,7 @@ class FakeSpirit:
         self.capacity = capacity
         self.inbox: list[tuple[str, bytes]] = []
         self.terminated = False
+        self.cause: str | None = None
         self._lock = threading.Lock()
 
     def deliver(self, from_: str, payload: bytes) -> bool:
@@ -40,6 +41,7 @@ class FakeSpirit:
 
     def terminate(self, cause: str) -> None:
         self.terminated = True
+        self.cause = cause
 
     def take(self) -> tuple[str, int, bytes]:
         """The oldest message as (sender, status, body)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from effects_helpers import FakeSpirit, emit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,44 +39,6 @@ from vudo.abi import EffectId, ResultCode
 
 OK = ResultCode.OK
 SECRET = b"top secret, outside the root"
-
-
-class FakeSpirit:
-    """The members of a Spirit the effect handler uses."""
-
-    def __init__(
-        self, name: str = "sprite", permissions: Permissions | None = None, capacity: int = 1000
-    ) -> None:
-        self.name = name
-        self.permissions = permissions
-        self.capacity = capacity
-        self.inbox: list[tuple[str, bytes]] = []
-        self.terminated = False
-        self.cause: str | None = None
-        self._lock = threading.Lock()
-
-    def deliver(self, from_: str, payload: bytes) -> bool:
-        with self._lock:
-            if self.terminated or len(self.inbox) >= self.capacity:
-                return False
-            self.inbox.append((from_, payload))
-            return True
-
-    def terminate(self, cause: str) -> None:
-        self.terminated = True
-        self.cause = cause
-
-    def take(self) -> tuple[str, int, bytes]:
-        """The oldest message as (sender, status, body)."""
-        with self._lock:
-            sender, payload = self.inbox.pop(0)
-        status, body = decode_result(payload)
-        return sender, status, body
-
-
-def emit(handler: StandardEffectHandler, spirit: FakeSpirit, effect: int, payload: bytes) -> int:
-    target: Any = spirit  # FakeSpirit stands in for vudo.spirit.Spirit structurally
-    return handler.emit(target, effect, payload)
 
 
 def subscribe(handler: StandardEffectHandler, spirit: FakeSpirit, channel: str) -> int:
