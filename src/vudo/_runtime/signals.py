@@ -9,9 +9,10 @@ the read of its results.
 
 So vudo wraps every Python-level handler installed when a Spirit is created (``protect``).
 The wrapper checks the interrupted frame stack: outside vudo's call paths it runs the original
-handler at once, as Python would; inside one it only records the signal, wakes a Spirit
-sleeping in ``vudo_sleep`` and returns. The recorded handlers then run at the first *safe*
-point, where whatever they raise is handled like any exception of a host function:
+handler at once, as Python would; inside one it only records the signal (a Spirit sleeping in
+``vudo_sleep`` sees it within a few milliseconds) and returns. The recorded handlers then run
+at the first *safe* point, where whatever they raise is handled like any exception of a host
+function:
 
 - the next epoch tick of a Spirit running on the main thread (every few milliseconds while
   wasm runs, limits or not): a ``KeyboardInterrupt`` or ``SystemExit`` there stops the call,
@@ -43,6 +44,8 @@ __all__ = [
 #: The file name given to vudo's generated call paths and trampolines (see ``compile``).
 CALL_PATH_FILE = "<vudo-generated"  # the prefix of every generated call path's file name
 _REDELIVER_POLL = 0.002
+# How often a Spirit in vudo_sleep looks for interrupt(), cancel_call() and deferred signals.
+_SLEEP_SLICE = 0.002
 
 _codes: set[CodeType] = set()
 _previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
@@ -111,7 +114,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
             _pending.append(signum)
         if _pipe is not None:
             try:
-                os.write(_pipe[1], b"!")  # the re-deliverer wakes sleepers and waits
+                os.write(_pipe[1], b"!")  # the re-deliverer waits for a safe point
             except OSError:
                 pass  # pipe full: it is awake already
         return
@@ -153,17 +156,6 @@ def _main_frame() -> FrameType | None:
     return sys._current_frames().get(_main.ident or 0)
 
 
-def _wake_sleepers(frame: FrameType | None) -> None:
-    """Cut short a ``vudo_sleep`` of a Spirit on the main thread's stack."""
-    while frame is not None:
-        if frame.f_code in _codes:
-            state = frame.f_locals.get("self")
-            wake = getattr(state, "wake", None)
-            if isinstance(wake, threading.Event):
-                wake.set()
-        frame = frame.f_back
-
-
 def _start_redeliverer() -> None:
     global _pipe
     if _pipe is not None:
@@ -178,14 +170,13 @@ def _start_redeliverer() -> None:
 
 
 def _redeliver(fd: int) -> None:
-    """Wake sleepers for a deferred signal; once the main thread has left the call path,
-    deliver again what no safe point ran (then the original handler runs there)."""
+    """Once the main thread has left the call path, deliver again what no safe point ran
+    (then the original handler runs there)."""
     while True:
         try:
             os.read(fd, 512)
         except OSError:
             return
-        _wake_sleepers(_main_frame())
         while _pending and _main.is_alive():
             if in_call_path(_main_frame()):
                 time.sleep(_REDELIVER_POLL)
@@ -196,19 +187,19 @@ def _redeliver(fd: int) -> None:
 
 
 def interruptible_wait(state: Any, seconds: float) -> None:
-    """``vudo_sleep``'s wait (``state`` is the Spirit's call state, with ``wake`` and
-    ``cancelled``): ends early on ``interrupt()`` or a deferred signal, whose handler then runs
-    here (inside the host function, so what it raises stops the call)."""
-    wake: threading.Event = state.wake
+    """``vudo_sleep``'s wait (``state`` is the Spirit's call state, with ``cancelled`` and
+    ``aborting``): ends early on ``interrupt()``, ``cancel_call()`` or a deferred signal, whose
+    handler then runs here (inside the host function, so what it raises stops the call).
+
+    It sleeps in short slices and looks at those flags in between, instead of waiting on a
+    ``threading.Event``: a storm of signals could otherwise land inside the Event's lock (a
+    handler that raises there leaves it held), and the next sleep would hang for good.
+    """
     run_deferred()
-    if not state.cancelled:
-        wake.clear()  # a stale wake-up from an earlier signal
-        if state.cancelled:  # interrupt() raced with the clear: keep its wake-up
-            wake.set()
-    if not _pending:
-        wake.wait(seconds)
-    if not state.cancelled:
-        wake.clear()
-        if state.cancelled:
-            wake.set()
+    end = time.monotonic() + seconds
+    while not _pending and not state.cancelled and not getattr(state, "aborting", False):
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(left if left < _SLEEP_SLICE else _SLEEP_SLICE)
     run_deferred()
