@@ -266,7 +266,7 @@ def test_run_json_document_has_stable_keys() -> None:
     r = vudo("run", "example:calculator", "add", "2", "3", "--json")
     doc = json.loads(r.stdout)
     assert list(doc) == ["command", "ok", "spirit", "source", "function", "args", "result",
-                         "output", "logs", "grants", "seconds", "error"]
+                         "output", "logs", "grants", "trace", "seconds", "error"]
     assert (doc["command"], doc["ok"], doc["result"], doc["error"]) == ("run", True, 5, None)
     r = vudo("run", "example:calculator", "divide", "1", "0", "--json")
     doc = json.loads(r.stdout)
