@@ -15,6 +15,7 @@ import pytest
 from cli_helpers import EXAMPLES, vudo, vudo_on_terminal, write
 
 from vudo import Seance
+from vudo.errors import LinkError
 
 POINT = EXAMPLES / "point.wat"
 
@@ -172,6 +173,75 @@ def test_manifest_grants_merge_with_the_session(tmp_path: Path) -> None:
     r = vudo("seance", write(tmp_path, "e.toml", manifest.read_text().replace(
         'fs = "data"', 'fs = "nowhere"')))
     assert r.returncode == 2 and "permissions.fs:" in r.stderr and "is not a directory" in r.stderr
+
+
+TRIPLER_WAT = """\
+(module
+  (import "triple" "triple" (func $triple (param i32) (result i32)))
+  (func (export "go") (param i32) (result i32) (call $triple (local.get 0))))
+"""
+
+ENV_WAT = """\
+(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get"
+    (func $sizes (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "env_count") (result i32)
+    (drop (call $sizes (i32.const 0) (i32.const 4))) (i32.load (i32.const 0))))
+"""
+
+
+def test_manifest_loas_and_env_per_spirit_over_the_session(tmp_path: Path) -> None:
+    env_wat = write(tmp_path, "env.wat", ENV_WAT)
+    try:
+        with Seance() as probe:
+            probe.summon("probe", env_wat)
+    except LinkError as exc:
+        pytest.skip(f"this build does not load WASI Spirits yet ({exc})")
+    write(tmp_path, "tripler.wat", TRIPLER_WAT)
+    write(tmp_path, "triple_loa.py", "import vudo\n\n"
+          "def _triple(ctx):\n    return lambda x: 3 * x\n\n"
+          "LOA = vudo.create_loa('triple', '1.0.0', {'triple': vudo.HostFunction("
+          "'triple', _triple, params=('i32',), results=('i32',))})\n")
+    manifest = write(tmp_path, "s.toml", """\
+        [session]
+        env = { A = "1", B = "2" }
+
+        [[spirits]]
+        name = "plain"
+        source = "env.wat"
+
+        [[spirits]]
+        name = "own"
+        source = "env.wat"
+        env = { B = "3", C = "4" }
+
+        [[spirits]]
+        name = "tripler"
+        source = "tripler.wat"
+        loas = ["triple_loa:LOA"]
+
+        [[steps]]
+        invoke = "plain.env_count"
+        expect = 2
+
+        [[steps]]
+        invoke = "own.env_count"
+        expect = 3
+
+        [[steps]]
+        invoke = "tripler.go"
+        args = [5]
+        expect = 15
+        """)
+    r = vudo("seance", manifest, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert [s["ok"] for s in json.loads(r.stdout)["steps"]] == [True, True, True]
+    # the Loa is the Spirit's own: a Spirit without it does not link
+    lonely = write(tmp_path, "t.toml", manifest.read_text().replace(
+        'loas = ["triple_loa:LOA"]', ""))
+    r = vudo("seance", lonely, cwd=tmp_path)
+    assert r.returncode != 0 and "triple.triple" in r.stderr
 
 
 # ------------------------------------------------------------------------------------------
