@@ -15,6 +15,7 @@ import click
 import wasmtime
 
 from .._config import Limits, WasiOptions
+from .._effects import StandardEffectHandler
 from .._host.wasi_context import imports_wasi
 from .._providers import MessageBus
 from .._spirit import load_spirit
@@ -315,8 +316,14 @@ def _call(
             span = nullcontext() if recorder is None else recorder.call(spirit.name, function)
             with stop_on_interrupt(spirit.interrupt), span:
                 if "wasi" in options:  # a WASI command: its exit status is the result
-                    return run_wasi_command(spirit, check=False)
-                return spirit.call(function, *values)
+                    result = run_wasi_command(spirit, check=False)
+                else:
+                    result = spirit.call(function, *values)
+                # Effects run in the background, and closing the Spirit drops queued ones: let
+                # those the call started finish (each is bounded by its own timeout).
+                if isinstance(spirit.effect_handler, StandardEffectHandler):
+                    spirit.effect_handler.wait_idle()
+            return result
         finally:
             spirit.close()
             if "broker" in options:  # given to the Spirit, so not closed by it
