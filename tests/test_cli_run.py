@@ -70,6 +70,8 @@ def test_effects_are_refused_until_granted(tmp_path: Path) -> None:
     assert vudo("run", wat, "get").stdout == "-5\n"
     assert vudo("run", wat, "get", "--allow-host", "127.0.0.1").stdout == "0\n"
     assert vudo("run", wat, "get", "--allow-host", "example.org").stdout != "0\n"
+    both = vudo("run", wat, "get", "--allow-host", "example.org", "--allow-host", "127.0.0.1")
+    assert both.stdout == "0\n", both.stderr  # repeatable: each one is granted
     assert vudo("run", wat, "query").stdout == "-5\n"
     db = tmp_path / "app.db"
     assert vudo("run", wat, "query", "--db", db, "--db-write").stdout == "0\n"

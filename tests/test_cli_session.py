@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -449,3 +450,15 @@ def test_run_trace_without_a_file_says_what_the_flag_became() -> None:
     r = vudo("run", "example:greeter", "--trace")
     assert r.returncode == 2 and r.stdout == ""
     assert "--trace takes a FILE" in r.stderr and "--log-host-calls" in r.stderr
+
+
+def test_an_unreachable_nats_server_is_one_clear_error_line() -> None:
+    pytest.importorskip("nats")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"nats://127.0.0.1:{port}"
+    r = vudo("seance", "example:pingpong", "--broker", url, timeout=60)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == f"error: message broker at {url} is unavailable: no NATS server " \
+                       "answered within 5.0s\n"  # as docs/guide/troubleshooting.md shows
