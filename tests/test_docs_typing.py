@@ -153,7 +153,8 @@ def mypy_problems(pages: list[Path], folder: Path, cache: Path) -> list[str]:
 
 
 def _cache(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    return request.config.cache.mkdir("mypy-docs") if request.config.cache else tmp_path
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    return cache.mkdir("mypy-docs") if cache is not None else tmp_path / "mypy-cache"
 
 
 def test_examples_type_check_strictly(tmp_path: Path, request: pytest.FixtureRequest) -> None:
