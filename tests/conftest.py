@@ -10,11 +10,18 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 _SESSION_CACHE_DIR = tempfile.mkdtemp(prefix="vudo-test-cache-")
 os.environ["VUDO_CACHE_DIR"] = _SESSION_CACHE_DIR
 atexit.register(shutil.rmtree, _SESSION_CACHE_DIR, ignore_errors=True)
+
+# A shell without job control starts background jobs with SIGINT ignored, and an ignored
+# signal stays ignored across exec: the Ctrl-C tests' subprocesses would never see their
+# SIGINT. A terminal user's processes have the default, so the tests run with it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402

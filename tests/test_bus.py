@@ -311,3 +311,26 @@ def test_thread_safe_capacity_is_never_exceeded() -> None:
     codes = [c for r in results for c in r]
     assert codes.count(OK) == 500 and codes.count(ERROR) == 1_100
     assert bus.pending("sink") == 500
+
+
+def test_a_forwarding_broker_passes_every_protocol_method_through() -> None:
+    from vudo._host import ForwardingBroker, MessageBroker
+
+    inner = MessageBus()
+    b = ForwardingBroker(inner)
+    assert isinstance(b, MessageBroker)
+    protocol = {n for n in vars(MessageBroker) if not n.startswith("_")}
+    assert protocol <= set(vars(ForwardingBroker))  # none left to __getattr__ by accident
+    b.register("a")
+    b.register("b")
+    assert b.post("a", "b", b"1") == ResultCode.OK and b.post("a", "b", b"2") == ResultCode.OK
+    assert b.pending("b") == 2 and inner.pending("b") == 2
+    m = b.recv("b")
+    assert m is not None and m.payload == b"1"
+    if b.supports_requeue:
+        b.requeue(m)
+        assert inner.pending("b") == 2
+    b.clear("b")
+    assert inner.pending("b") == 0 and b.spirits() == inner.spirits() == ["a", "b"]
+    b.unregister("a")
+    assert not inner.is_registered("a")

@@ -15,7 +15,7 @@ import pytest
 
 from vudo import Limits, MessageBus, gene_layout, load_spirit
 from vudo._memory import allocator_strategy
-from vudo._runtime.wasm_scan import grows_memory
+from vudo._runtime.wasmcode import grows_memory
 from vudo._spirit.toolchains import spirit_memory_warning
 from vudo.errors import LoadError, SpiritAssertionError, SpiritPanic, SpiritTerminated
 from vudo.testing import MockLogger, MockRandomProvider, MockTimeProvider

@@ -22,12 +22,12 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._host import Message, MessageBroker, MessageCallback
+from ._host import ForwardingBroker, Message, MessageBroker
 from .abi import ResultCode
 
 __all__ = ["TraceRecorder", "TracingBroker"]
@@ -197,31 +197,20 @@ class _HostCallHandler(logging.Handler):
             self.recorder.host_call(str(spirit), str(function), f"{call_args!r} -> {result!r}")
 
 
-class TracingBroker:
+class TracingBroker(ForwardingBroker):
     """A :class:`~vudo.broker.MessageBroker` that forwards to another and records messages.
 
     Optional broker methods (``flush``, ``register_channel``...) are forwarded as they are.
     """
 
     def __init__(self, inner: MessageBroker, recorder: TraceRecorder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.recorder = recorder
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def register(self, name: str, *, capacity: int | None = None) -> None:
         """Create the inbox of ``name`` (and its lane)."""
         self.inner.register(name, capacity=capacity)
         self.recorder.lane(name)
-
-    def unregister(self, name: str) -> None:
-        """Drop the inbox of ``name``."""
-        self.inner.unregister(name)
-
-    def is_registered(self, name: str) -> bool:
-        """Whether ``name`` has an open inbox."""
-        return self.inner.is_registered(name)
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a message, recording it when it was accepted."""
@@ -230,18 +219,9 @@ class TracingBroker:
             self.recorder.sent(from_, to, channel, len(payload))
         return code
 
-    @property
-    def supports_requeue(self) -> bool:
-        """Whether the inner broker can put a message back."""
-        return self.inner.supports_requeue
-
     def requeue(self, message: Message) -> None:
         """Put a message back (the inner broker's requeue); it is recorded again when taken."""
         self.inner.requeue(message)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """The inner broker's flush."""
-        return self.inner.flush(timeout)
 
     def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
         """Send to every Spirit, recording one message per delivery (in inbox order)."""
@@ -257,27 +237,3 @@ class TracingBroker:
         if message is not None:
             self.recorder.received(message)
         return message
-
-    def peek(self, name: str, channel: int = 0) -> Message | None:
-        """Look at the oldest message."""
-        return self.inner.peek(name, channel)
-
-    def pending(self, name: str, channel: int = 0) -> int:
-        """How many messages wait for ``name``."""
-        return self.inner.pending(name, channel)
-
-    def spirits(self) -> list[str]:
-        """Names of the registered inboxes."""
-        return self.inner.spirits()
-
-    def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
-        """Call ``callback`` after each delivery to ``name``."""
-        return self.inner.on_message(name, callback)
-
-    def clear(self, name: str | None = None) -> None:
-        """Drop the messages queued for ``name`` (every queued message when ``None``)."""
-        self.inner.clear(name)
-
-    def close(self) -> None:
-        """Release the inner broker."""
-        self.inner.close()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from .broker import DEFAULT_INBOX_CAPACITY, Message, MessageBroker, MessageCallback
+from .broker import (
+    DEFAULT_INBOX_CAPACITY,
+    ForwardingBroker,
+    Message,
+    MessageBroker,
+    MessageCallback,
+)
 from .context import (
     DebugHandler,
     EffectHandler,
@@ -22,6 +28,7 @@ __all__ = [
     "EffectHandler",
     "EffectTarget",
     "Factory",
+    "ForwardingBroker",
     "HostContext",
     "HostFunction",
     "Inbox",

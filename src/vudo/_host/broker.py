@@ -7,11 +7,13 @@ default, :class:`~vudo.nats.NatsBroker` spans processes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..abi import ResultCode
 
-__all__ = ["DEFAULT_INBOX_CAPACITY", "Message", "MessageBroker", "MessageCallback"]
+__all__ = [
+    "DEFAULT_INBOX_CAPACITY", "ForwardingBroker", "Message", "MessageBroker", "MessageCallback",
+]
 
 #: Messages an inbox holds when no capacity is given.
 DEFAULT_INBOX_CAPACITY = 10_000
@@ -103,3 +105,83 @@ class MessageBroker(Protocol):
 
     def close(self) -> None:
         """Release the broker's resources."""
+
+
+class ForwardingBroker:
+    """A broker that forwards every call to ``inner``: the base of brokers that observe
+    messages (tracing, counting) by overriding a few methods.
+
+    Methods outside the Protocol (``wait_pending``, ``register_channel``...) are forwarded as
+    they are, so a wrapped NATS broker keeps its extras.
+    """
+
+    def __init__(self, inner: MessageBroker) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def supports_requeue(self) -> bool:
+        """Whether the inner broker can put a message back."""
+        return self.inner.supports_requeue
+
+    def register(self, name: str, *, capacity: int | None = None) -> None:
+        """Create the inbox of ``name``."""
+        self.inner.register(name, capacity=capacity)
+
+    def unregister(self, name: str) -> None:
+        """Drop the inbox of ``name``."""
+        self.inner.unregister(name)
+
+    def is_registered(self, name: str) -> bool:
+        """Whether ``name`` has an open inbox."""
+        return self.inner.is_registered(name)
+
+    def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
+        """Queue a message for ``to``."""
+        return self.inner.post(from_, to, payload, channel)
+
+    def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
+        """Send to every Spirit; how many accepted it."""
+        return self.inner.broadcast(from_, payload, channel)
+
+    def recv(self, name: str, channel: int = 0) -> Message | None:
+        """Take the oldest message."""
+        return self.inner.recv(name, channel)
+
+    def peek(self, name: str, channel: int = 0) -> Message | None:
+        """Look at the oldest message."""
+        return self.inner.peek(name, channel)
+
+    def pending(self, name: str, channel: int = 0) -> int:
+        """How many messages wait for ``name``."""
+        return self.inner.pending(name, channel)
+
+    def spirits(self) -> list[str]:
+        """Names of the registered inboxes."""
+        return self.inner.spirits()
+
+    def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
+        """Call ``callback`` after each delivery to ``name``."""
+        return self.inner.on_message(name, callback)
+
+    def requeue(self, message: Message) -> None:
+        """Put a message back (the inner broker's requeue)."""
+        self.inner.requeue(message)
+
+    def done(self, name: str, message: Message | None = None) -> bool:
+        """The inner broker's done."""
+        return self.inner.done(name, message)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """The inner broker's flush."""
+        return self.inner.flush(timeout)
+
+    def clear(self, name: str | None = None) -> None:
+        """Drop the messages queued for ``name`` (every queued message when ``None``)."""
+        self.inner.clear(name)
+
+    def close(self) -> None:
+        """Release the inner broker."""
+        self.inner.close()

@@ -54,6 +54,11 @@ class ModuleShape:
     memories: list[tuple[int, int | None]] = field(default_factory=list)
     #: ``(minimum elements, maximum elements or None)`` of each table, imported ones first.
     tables: list[tuple[int, int | None]] = field(default_factory=list)
+    #: How many of ``memories`` are imported (they come first).
+    imported_memories: int = 0
+    #: Data segments and their total bytes (read only when ``scan(..., data=True)``).
+    data_segments: int = 0
+    data_bytes: int = 0
 
 
 class _Reader:
@@ -94,6 +99,13 @@ class _Reader:
         if b & 0x40:
             result -= 1 << shift
         return result
+
+    def skip_leb(self) -> None:
+        """Pass over one LEB128 of up to 64 bits, signed or not."""
+        for _ in range(10):
+            if not self.byte() & 0x80:
+                return
+        raise ScanError("integer too long")
 
     def name(self) -> str:
         n = self.uleb()
@@ -198,10 +210,11 @@ def _field(r: _Reader) -> None:
 _KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 
 
-def scan(wasm: bytes) -> ModuleShape:
+def scan(wasm: bytes, *, data: bool = False) -> ModuleShape:
     """Read the signatures, exports, memories and tables of a (valid) module's bytes.
 
-    Raises :class:`ScanError` for an encoding it does not know.
+    With ``data``, also count the data segments and their bytes (``vudo inspect``; loading
+    does not need them). Raises :class:`ScanError` for an encoding it does not know.
     """
     if wasm[:4] != b"\0asm" or len(wasm) < 8:
         raise ScanError("not a WebAssembly module")
@@ -234,6 +247,7 @@ def scan(wasm: bytes) -> ModuleShape:
                     shape.tables.append(_table(r))
                 elif kind == 2:
                     shape.memories.append(_memory(r))
+                    shape.imported_memories += 1
                 elif kind == 3:
                     _valtype(r)
                     r.byte()
@@ -253,6 +267,8 @@ def scan(wasm: bytes) -> ModuleShape:
                 name = r.name()
                 kind = r.byte()
                 exports.append((name, kind, r.uleb()))
+        elif sid == 11 and data:
+            _data(r, shape)
         top.pos = end
     for name, kind, index in exports:
         shape.exports.append((name, _KINDS.get(kind, "unknown")))
@@ -271,6 +287,32 @@ def _type_at(
     if index >= len(types):
         raise ScanError(f"type index {index} out of range")
     return types[index]
+
+
+def _data(r: _Reader, shape: ModuleShape) -> None:
+    shape.data_segments = count = r.uleb()
+    for _ in range(count):
+        kind = r.uleb()
+        if kind == 2:
+            r.uleb()  # memory index
+        if kind in (0, 2):
+            _const_expr(r)
+        length = r.uleb()
+        shape.data_bytes += length
+        r.pos += length
+
+
+def _const_expr(r: _Reader) -> None:
+    while True:
+        op = r.byte()
+        if op == 0x0B:  # end
+            return
+        if op in (0x41, 0x42):  # i32.const, i64.const
+            r.skip_leb()
+        elif op == 0x23:  # global.get
+            r.uleb()
+        elif op not in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const arithmetic
+            raise ScanError(f"unsupported opcode 0x{op:02x} in a constant expression")
 
 
 def _tables(r: _Reader, shape: ModuleShape) -> None:

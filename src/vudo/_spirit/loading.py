@@ -13,7 +13,7 @@ import wasmtime
 from .._runtime import valtypes
 from .._runtime.cache import get_cache
 from .._runtime.engine import get_engine
-from .._runtime.wasm_scan import note_module
+from .._runtime.wasmcode import note_module
 from ..errors import LoadError
 
 __all__ = ["Source", "compile_source", "engine_message", "read_wasm"]

@@ -30,7 +30,7 @@ from .._memory.guest_alloc import (
     memory_warning,
     recognised_allocator,
 )
-from .._runtime.wasm_scan import module_grows_memory
+from .._runtime.wasmcode import module_grows_memory
 from ..errors import LoadError, VudoError, WasiExit
 
 __all__ = [

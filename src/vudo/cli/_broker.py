@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
-from .._host import Message, MessageBroker, MessageCallback
+from .._host import ForwardingBroker, Message, MessageBroker
 from .._providers import MessageBus
 from ..abi import ResultCode
 from ._errors import UsageFailure
@@ -18,26 +17,14 @@ _SESSION_RE = re.compile(r"[^A-Za-z0-9_-]+")
 # ------------------------------------------------------------------------------------------
 # Counting messages
 # ------------------------------------------------------------------------------------------
-class CountingBroker:
+class CountingBroker(ForwardingBroker):
     """A :class:`~vudo.broker.MessageBroker` that forwards to another and counts, per Spirit,
     the messages it sent and received."""
 
     def __init__(self, inner: MessageBroker) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.sent: dict[str, int] = {}
         self.received: dict[str, int] = {}
-
-    def register(self, name: str, *, capacity: int | None = None) -> None:
-        """Create the inbox of ``name``."""
-        self.inner.register(name, capacity=capacity)
-
-    def unregister(self, name: str) -> None:
-        """Drop the inbox of ``name``."""
-        self.inner.unregister(name)
-
-    def is_registered(self, name: str) -> bool:
-        """Whether ``name`` has an open inbox."""
-        return self.inner.is_registered(name)
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a message, counting it for the sender when it was accepted."""
@@ -46,23 +33,10 @@ class CountingBroker:
             self.sent[from_] = self.sent.get(from_, 0) + 1
         return code
 
-    @property
-    def supports_requeue(self) -> bool:
-        """Whether the inner broker can put a message back."""
-        return self.inner.supports_requeue
-
     def requeue(self, message: Message) -> None:
         """Put a message back (the inner broker's requeue)."""
         self.inner.requeue(message)
         self.received[message.to] = self.received.get(message.to, 0) - 1
-
-    def done(self, name: str, message: Message | None = None) -> bool:
-        """The inner broker's done."""
-        return self.inner.done(name, message)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """The inner broker's flush."""
-        return self.inner.flush(timeout)
 
     def broadcast(self, from_: str, payload: bytes, channel: int = 0) -> int:
         """Send to every Spirit, counting each delivery for the sender."""
@@ -76,30 +50,6 @@ class CountingBroker:
         if message is not None:
             self.received[name] = self.received.get(name, 0) + 1
         return message
-
-    def peek(self, name: str, channel: int = 0) -> Message | None:
-        """Look at the oldest message."""
-        return self.inner.peek(name, channel)
-
-    def pending(self, name: str, channel: int = 0) -> int:
-        """How many messages wait for ``name``."""
-        return self.inner.pending(name, channel)
-
-    def spirits(self) -> list[str]:
-        """Names of the registered inboxes."""
-        return self.inner.spirits()
-
-    def on_message(self, name: str, callback: MessageCallback) -> Callable[[], None]:
-        """Call ``callback`` after each delivery to ``name``."""
-        return self.inner.on_message(name, callback)
-
-    def clear(self, name: str | None = None) -> None:
-        """Drop the messages queued for ``name`` (every queued message when ``None``)."""
-        self.inner.clear(name)
-
-    def close(self) -> None:
-        """Release the inner broker."""
-        self.inner.close()
 
 
 def make_broker(url: str | None, session: str) -> MessageBroker:

@@ -8,7 +8,6 @@ and loading cannot disagree. Data segments and internal memories are read from t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,103 +26,18 @@ from .._memory.guest_alloc import (
     memory_warning,
     recognised_allocator,
 )
-from .._runtime.wasm_scan import grows_memory
+from .._runtime.wasmcode import grows_memory
+from .._runtime.wasmscan import ModuleShape, ScanError, scan
 from ..abi import HOST_FUNCTIONS_BY_NAME
 from ._args import format_signature, func_signature
 from ._options import Settings, common_options
 from ._output import dump_json, json_errors, print_rich
 from ._sources import read_module, resolve_source
 
-__all__ = ["inspect_command", "inspect_module", "plan_entry", "wasm_layout"]
+__all__ = ["inspect_command", "inspect_module", "plan_entry"]
 
 # Host functions that read or write the Spirit's memory (they need one to work).
 _MEMORY_USERS = {"vudo_alloc", "vudo_realloc", "vudo_recv"}
-
-
-# ------------------------------------------------------------------------------------------
-# A minimal reader for the parts of the binary wasmtime does not expose
-# ------------------------------------------------------------------------------------------
-@dataclass(slots=True)
-class WasmLayout:
-    """What the binary says beyond imports/exports: defined memories and data segments."""
-
-    memories: list[tuple[int, int | None]]  # (min pages, max pages) of defined memories
-    data_segments: int
-    data_bytes: int
-
-
-class _Reader:
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = len(data) if end is None else end
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise ValueError("unexpected end of section")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def uleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result
-
-    def sleb(self) -> None:
-        while self.byte() & 0x80:
-            pass
-
-    def const_expr(self) -> None:
-        while True:
-            op = self.byte()
-            if op == 0x0B:  # end
-                return
-            if op in (0x41, 0x42):  # i32.const, i64.const
-                self.sleb()
-            elif op == 0x23:  # global.get
-                self.uleb()
-            elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const arithmetic
-                continue
-            else:
-                raise ValueError(f"unsupported opcode 0x{op:02x} in a constant expression")
-
-
-def wasm_layout(wasm: bytes) -> WasmLayout:
-    """Defined memories and data segments of a module (best effort: unknown parts skipped)."""
-    layout = WasmLayout([], 0, 0)
-    r = _Reader(wasm, 8)
-    try:
-        while r.pos < r.end:
-            section = r.byte()
-            size = r.uleb()
-            body = _Reader(wasm, r.pos, r.pos + size)
-            r.pos += size
-            if section == 5:  # memory
-                for _ in range(body.uleb()):
-                    flags = body.uleb()
-                    minimum = body.uleb()
-                    maximum = body.uleb() if flags & 1 else None
-                    layout.memories.append((minimum, maximum))
-            elif section == 11:  # data
-                count = body.uleb()
-                layout.data_segments = count
-                for _ in range(count):
-                    kind = body.uleb()
-                    if kind == 2:
-                        body.uleb()
-                    if kind in (0, 2):
-                        body.const_expr()
-                    length = body.uleb()
-                    layout.data_bytes += length
-                    body.pos += length
-    except ValueError:
-        pass
-    return layout
 
 
 # ------------------------------------------------------------------------------------------
@@ -195,10 +109,16 @@ def inspect_module(path: Path, loas: LoaRegistry | None = None) -> dict[str, Any
         if isinstance(i.type, wasmtime.MemoryType):
             memories.append({"origin": "imported", "name": f"{i.module}.{i.name}",
                              **_limits(i.type.limits.min, i.type.limits.max)})
-    layout = wasm_layout(wasm)
+    try:
+        shape = scan(wasm, data=True)
+    except ScanError:  # an encoding the reader does not know: leave the extras out
+        shape = ModuleShape()
     exported_count = sum(1 for m in memories if m["origin"] == "exported")
-    for minimum, maximum in layout.memories[exported_count:]:
-        memories.append({"origin": "internal", "name": None, **_limits(minimum, maximum)})
+    defined = shape.memories[shape.imported_memories:]
+    for minimum, maximum in defined[exported_count:]:
+        memories.append({"origin": "internal", "name": None,
+                         **_limits(minimum // PAGE_SIZE,
+                                   None if maximum is None else maximum // PAGE_SIZE)})
 
     unresolved = [i for i in imports if i["status"] == "unresolved"]
     needed = sorted({i["loa"] for i in imports if i["loa"]})
@@ -226,7 +146,7 @@ def inspect_module(path: Path, loas: LoaRegistry | None = None) -> dict[str, Any
         "imports": imports,
         "exports": exports,
         "memories": memories,
-        "data": {"segments": layout.data_segments, "bytes": layout.data_bytes},
+        "data": {"segments": shape.data_segments, "bytes": shape.data_bytes},
         "warnings": warnings,
     }
 

@@ -1,11 +1,12 @@
-"""The memory.grow check decodes instructions: immediates that contain 0x40 never fool it."""
+"""The module-byte readers: the memory.grow check decodes instructions (immediates that contain
+0x40 never fool it), and the section reader counts what ``vudo inspect`` shows."""
 
 from __future__ import annotations
 
 import pytest
 import wasmtime
 
-from vudo._runtime.wasm_scan import grows_memory
+from vudo._runtime.wasmcode import grows_memory
 
 
 def wasm(body: str, extra: str = "") -> bytes:
@@ -60,3 +61,24 @@ def test_undecidable_is_none_not_a_guess() -> None:
     truncated = wasm("(memory.size)")[:-3]
     assert grows_memory(truncated) is None
     assert grows_memory(bytes(wasmtime.wat2wasm("(module)"))) is False
+
+
+def test_the_module_reader_counts_memories_and_data_for_inspect() -> None:
+    from vudo._runtime.wasmscan import scan
+
+    wat = """
+        (module
+          (import "env" "mem" (memory 1 4))
+          (memory 2 3)
+          (data (memory 1) (i32.const 0x7ffff) "xyz")
+          (data (memory 1) (i32.const 8) "hello")
+          (data "passive!"))
+    """
+    config = wasmtime.Config()
+    config.wasm_multi_memory = True
+    wasmtime.Module(wasmtime.Engine(config), wat)  # valid, as scan expects
+    shape = scan(bytes(wasmtime.wat2wasm(wat)), data=True)
+    assert shape.imported_memories == 1
+    assert shape.memories == [(65536, 4 * 65536), (2 * 65536, 3 * 65536)]
+    assert (shape.data_segments, shape.data_bytes) == (3, 3 + 5 + 8)
+    assert scan(bytes(wasmtime.wat2wasm(wat))).data_segments == 0  # only when asked
