@@ -256,8 +256,8 @@ def test_run_defaults_to_start_when_there_is_no_main(tmp_path: Path) -> None:
     assert (result.exit_code, result.stdout) == (0, "started\n")
 
 
-def test_run_trace_logs_each_host_call() -> None:
-    result = vudo_cli("run", "example:greeter", "--trace")
+def test_run_log_host_calls_logs_each_host_call() -> None:
+    result = vudo_cli("run", "example:greeter", "--log-host-calls")
     assert result.exit_code == 0
     assert result.stdout == "Hello from a Spirit!\n"
     trace = [line for line in result.stderr.splitlines() if line.startswith("INFO trace:")]

@@ -3,9 +3,11 @@ sources, ``--json`` documents, exact output and argument numbering."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,9 +70,37 @@ def test_effects_are_refused_until_granted(tmp_path: Path) -> None:
     assert vudo("run", wat, "get").stdout == "-5\n"
     assert vudo("run", wat, "get", "--allow-host", "127.0.0.1").stdout == "0\n"
     assert vudo("run", wat, "get", "--allow-host", "example.org").stdout != "0\n"
+    both = vudo("run", wat, "get", "--allow-host", "example.org", "--allow-host", "127.0.0.1")
+    assert both.stdout == "0\n", both.stderr  # repeatable: each one is granted
     assert vudo("run", wat, "query").stdout == "-5\n"
     db = tmp_path / "app.db"
     assert vudo("run", wat, "query", "--db", db, "--db-write").stdout == "0\n"
+
+
+DB_WRITE_WAT = """\
+(module
+  (import "vudo" "vudo_emit_effect" (func $emit (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1200) "CREATE TABLE t (x)")
+  (func (export "create") (result i32)
+    (call $emit (i32.const 30) (i32.const 1200) (i32.const 18))))
+"""
+
+
+def test_db_is_read_only_unless_db_write(tmp_path: Path) -> None:
+    wat = write(tmp_path, "db.wat", DB_WRITE_WAT)
+
+    def tables(db: Path) -> list[str]:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+
+    r = vudo("run", wat, "create", "--db", tmp_path / "ro.db")
+    assert r.returncode == 0 and "not permitted" in r.stderr, r.stderr
+    assert tables(tmp_path / "ro.db") == []
+    r = vudo("run", wat, "create", "--db", tmp_path / "rw.db", "--db-write")
+    assert r.returncode == 0, r.stderr
+    assert "dropped" not in r.stderr  # vudo run lets the effect finish before it exits
+    assert tables(tmp_path / "rw.db") == ["t"]
 
 
 def test_write_grants_need_their_resource(tmp_path: Path) -> None:
@@ -266,7 +296,7 @@ def test_run_json_document_has_stable_keys() -> None:
     r = vudo("run", "example:calculator", "add", "2", "3", "--json")
     doc = json.loads(r.stdout)
     assert list(doc) == ["command", "ok", "spirit", "source", "function", "args", "result",
-                         "output", "logs", "grants", "seconds", "error"]
+                         "output", "logs", "grants", "trace", "seconds", "error"]
     assert (doc["command"], doc["ok"], doc["result"], doc["error"]) == ("run", True, 5, None)
     r = vudo("run", "example:calculator", "divide", "1", "0", "--json")
     doc = json.loads(r.stdout)

@@ -1,12 +1,14 @@
 """``vudo seance`` and ``vudo trace`` as a user runs them (real subprocesses, and a real
 terminal where the display matters): manifests as scenarios, grants, ``--json``, the progress
-bar, ``--watch``, ``--trace`` and the HTML sequence diagram (in headless Chromium)."""
+bar, ``--watch``, ``--trace`` (of ``vudo run`` too) and the HTML sequence diagram (in headless
+Chromium)."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from cli_helpers import EXAMPLES, vudo, vudo_on_terminal, write
 
 from vudo import Seance
+from vudo.errors import LinkError
 
 POINT = EXAMPLES / "point.wat"
 
@@ -173,6 +176,75 @@ def test_manifest_grants_merge_with_the_session(tmp_path: Path) -> None:
     assert r.returncode == 2 and "permissions.fs:" in r.stderr and "is not a directory" in r.stderr
 
 
+TRIPLER_WAT = """\
+(module
+  (import "triple" "triple" (func $triple (param i32) (result i32)))
+  (func (export "go") (param i32) (result i32) (call $triple (local.get 0))))
+"""
+
+ENV_WAT = """\
+(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get"
+    (func $sizes (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "env_count") (result i32)
+    (drop (call $sizes (i32.const 0) (i32.const 4))) (i32.load (i32.const 0))))
+"""
+
+
+def test_manifest_loas_and_env_per_spirit_over_the_session(tmp_path: Path) -> None:
+    env_wat = write(tmp_path, "env.wat", ENV_WAT)
+    try:
+        with Seance() as probe:
+            probe.summon("probe", env_wat)
+    except LinkError as exc:
+        pytest.skip(f"this build does not load WASI Spirits yet ({exc})")
+    write(tmp_path, "tripler.wat", TRIPLER_WAT)
+    write(tmp_path, "triple_loa.py", "import vudo\n\n"
+          "def _triple(ctx):\n    return lambda x: 3 * x\n\n"
+          "LOA = vudo.create_loa('triple', '1.0.0', {'triple': vudo.HostFunction("
+          "'triple', _triple, params=('i32',), results=('i32',))})\n")
+    manifest = write(tmp_path, "s.toml", """\
+        [session]
+        env = { A = "1", B = "2" }
+
+        [[spirits]]
+        name = "plain"
+        source = "env.wat"
+
+        [[spirits]]
+        name = "own"
+        source = "env.wat"
+        env = { B = "3", C = "4" }
+
+        [[spirits]]
+        name = "tripler"
+        source = "tripler.wat"
+        loas = ["triple_loa:LOA"]
+
+        [[steps]]
+        invoke = "plain.env_count"
+        expect = 2
+
+        [[steps]]
+        invoke = "own.env_count"
+        expect = 3
+
+        [[steps]]
+        invoke = "tripler.go"
+        args = [5]
+        expect = 15
+        """)
+    r = vudo("seance", manifest, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert [s["ok"] for s in json.loads(r.stdout)["steps"]] == [True, True, True]
+    # the Loa is the Spirit's own: a Spirit without it does not link
+    lonely = write(tmp_path, "t.toml", manifest.read_text().replace(
+        'loas = ["triple_loa:LOA"]', ""))
+    r = vudo("seance", lonely, cwd=tmp_path)
+    assert r.returncode != 0 and "triple.triple" in r.stderr
+
+
 # ------------------------------------------------------------------------------------------
 # on a terminal
 # ------------------------------------------------------------------------------------------
@@ -304,3 +376,89 @@ def test_a_recorder_keeps_only_its_own_sessions_host_calls() -> None:
     assert host and {e["tid"] for e in host} == {1}
     lanes = [e["args"]["name"] for e in recorder.document()["traceEvents"] if e["ph"] == "M"]
     assert "stranger" not in lanes
+
+
+# A Spirit that messages itself: one vudo_send and one vudo_recv, then frees the message.
+ECHO = """\
+(module
+  (import "vudo" "vudo_send" (func $send (param i32 i32 i32 i32) (result i32)))
+  (import "vudo" "vudo_recv" (func $recv (result i32)))
+  (import "vudo" "vudo_free_message" (func $free (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "echo")
+  (data (i32.const 1040) "hello")
+  (func (export "main") (result i32) (local $m i32)
+    (drop (call $send (i32.const 1024) (i32.const 4) (i32.const 1040) (i32.const 5)))
+    (local.set $m (call $recv))
+    (call $free (local.get $m))
+    (i32.ne (local.get $m) (i32.const 0))))
+"""
+
+
+def test_run_trace_records_the_spirits_calls_host_calls_and_messages(tmp_path: Path) -> None:
+    spirit = write(tmp_path, "echo.wat", ECHO)
+    trace = tmp_path / "traces" / "run.json"
+    r = vudo("run", spirit, "--trace", trace, cwd=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "1\n", "")  # host calls stay off stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    lane = [e for e in events if e["ph"] == "M"]
+    assert [(e["name"], e["args"]["name"]) for e in lane] == [("thread_name", "echo")]
+    tid = lane[0]["tid"]
+    assert {e["tid"] for e in events} == {tid}  # everything on the Spirit's lane
+    [call] = [e for e in events if e.get("cat") == "call"]
+    assert (call["name"], call["ph"], call["args"]) == ("main", "X", {"spirit": "echo", "ok": True})
+    host = [(e["name"], e["ph"]) for e in events if e.get("cat") == "host"]
+    assert host == [("vudo_send", "i"), ("vudo_recv", "i"), ("vudo_free_message", "i")]
+    message = [(e["name"], e["ph"]) for e in events if e.get("cat") == "message"]
+    assert message == [("send -> echo", "i"), ("message", "s"), ("recv <- echo", "i"),
+                       ("message", "f")]
+    sent = next(e for e in events if e["name"] == "send -> echo")
+    assert sent["args"] == {"from": "echo", "to": "echo", "channel": 0, "bytes": 5, "id": 1}
+    flow = [e["id"] for e in events if e["ph"] in ("s", "f")]
+    assert flow == [1, 1]
+    slice_end = call["ts"] + call["dur"]
+    assert all(call["ts"] <= e["ts"] <= slice_end for e in events if "ts" in e)
+
+    page = tmp_path / "run.html"
+    r = vudo("trace", trace, "--html", page, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["lanes"], doc["messages"], doc["calls"]) == (1, 1, 1)
+    dom = _headless(_chromium(), "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr
+    assert re.findall(r'<g class="lane" data-name="([^"]+)"', dom.stdout) == ["echo"]
+    assert len(re.findall(r'<g class="arrow" data-bytes="5"', dom.stdout)) == 1
+    assert "1 lanes, 1 messages, 1 calls" in dom.stdout
+
+
+def test_run_trace_of_a_failed_call_and_with_host_call_logging(tmp_path: Path) -> None:
+    trace = tmp_path / "fail.json"
+    r = vudo("run", "example:calculator", "divide", "1", "0", "--trace", trace, "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["trace"] == str(trace)
+    [call] = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("cat") == "call"]
+    assert (call["name"], call["args"]["ok"]) == ("divide", False)  # written though it failed
+
+    r = vudo("run", "example:greeter", "--log-host-calls", "--trace", tmp_path / "g.json")
+    assert r.returncode == 0 and r.stdout == "Hello from a Spirit!\n"
+    logged = [line for line in r.stderr.splitlines() if line.startswith("INFO trace:")]
+    recorded = [e for e in json.loads((tmp_path / "g.json").read_text())["traceEvents"]
+                if e.get("cat") == "host"]
+    assert len(logged) == len(recorded) == 3  # both: the log lines and the trace
+
+
+def test_run_trace_without_a_file_says_what_the_flag_became() -> None:
+    r = vudo("run", "example:greeter", "--trace")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "--trace takes a FILE" in r.stderr and "--log-host-calls" in r.stderr
+
+
+def test_an_unreachable_nats_server_is_one_clear_error_line() -> None:
+    pytest.importorskip("nats")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"nats://127.0.0.1:{port}"
+    r = vudo("seance", "example:pingpong", "--broker", url, timeout=60)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == f"error: message broker at {url} is unavailable: no NATS server " \
+                       "answered within 5.0s\n"  # as docs/guide/troubleshooting.md shows

@@ -11,6 +11,9 @@ in page order, in a fresh temporary directory per page:
   command must exit with 0, or with N when it ends with the comment ``# exit code N``.
 - ```` ```LANG file=NAME ```` (any language): written to ``NAME`` for the blocks below.
 - ```` ```python no-run ```` / ```` ```console no-run ````, and every other language: shown only.
+- ```` ```python typing-error ````: runs as above, but shows a typing mistake on purpose, so it
+  may hold a ``# type: ignore[code]`` (``tests/test_docs_typing.py`` checks every Python block,
+  ``no-run`` ones included, with ``mypy --strict``).
 
 A failure names the page, the block number and its line.
 """

@@ -117,10 +117,12 @@ _moved: dict[str, str] = {
 _deprecated = deprecated_names(__name__, _moved)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "NatsBroker":  # lazily: ``import vudo`` never imports nats-py
-        from .nats import NatsBroker
+if not TYPE_CHECKING:  # hidden from type checkers, so ``vudo.<typo>`` is an error, not Any
 
-        globals()["NatsBroker"] = NatsBroker
-        return NatsBroker
-    return _deprecated(name)
+    def __getattr__(name: str) -> Any:
+        if name == "NatsBroker":  # lazily: ``import vudo`` never imports nats-py
+            from .nats import NatsBroker
+
+            globals()["NatsBroker"] = NatsBroker
+            return NatsBroker
+        return _deprecated(name)

@@ -130,12 +130,13 @@ class TraceRecorder:
                                      "bp": "e", "id": mid, "pid": _PID, "tid": tid, "ts": ts})
 
     # ------------------------------------------------------------------ host calls
-    def capture_host_calls(self) -> None:
+    def capture_host_calls(self, *, propagate: bool = False) -> None:
         """Record the ``vudo.trace`` log records (one per host call of a Spirit loaded with
-        ``trace=True``) until :meth:`close`; they then stop reaching other log handlers."""
+        ``trace=True``) until :meth:`close`; they then stop reaching other log handlers,
+        unless ``propagate`` (``vudo run --trace FILE --log-host-calls`` shows them too)."""
         if self._handler is None:
             self._handler = _HostCallHandler(self)
-            self._handler.install()
+            self._handler.install(propagate=propagate)
 
     # ------------------------------------------------------------------ output
     def events(self) -> list[dict[str, Any]]:
@@ -179,9 +180,9 @@ class _HostCallHandler(logging.Handler):
         self._logger = logging.getLogger("vudo.trace")
         self._saved = (self._logger.propagate, self._logger.level)
 
-    def install(self) -> None:
+    def install(self, *, propagate: bool = False) -> None:
         self._logger.addHandler(self)
-        self._logger.propagate = False
+        self._logger.propagate = propagate
         self._logger.setLevel(logging.DEBUG)
 
     def uninstall(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, get_args, overload
 
 __all__ = ["GeneField", "GeneLayout", "GeneType", "gene_layout"]
 
@@ -162,6 +162,11 @@ def pack_complete(
     return out
 
 
+# Overloads, because mypy cannot infer a dict literal's value type against the union.
+@overload
+def gene_layout(name: str, fields: Mapping[str, GeneType]) -> GeneLayout: ...
+@overload
+def gene_layout(name: str, fields: Iterable[tuple[str, GeneType]]) -> GeneLayout: ...
 def gene_layout(
     name: str, fields: Iterable[tuple[str, GeneType]] | Mapping[str, GeneType]
 ) -> GeneLayout:

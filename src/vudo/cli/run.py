@@ -6,16 +6,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import click
 import wasmtime
 
 from .._config import Limits, WasiOptions
+from .._effects import StandardEffectHandler
 from .._host.wasi_context import imports_wasi
+from .._providers import MessageBus
 from .._spirit import load_spirit
 from .._spirit.toolchains import run_command as run_wasi_command
+from .._trace import TraceRecorder, TracingBroker
 from ..errors import LoadError
 from ._args import convert_args, format_signature, func_signature, size_option
 from ._errors import UsageFailure, error_document, stop_on_interrupt
@@ -32,7 +37,7 @@ _NEG_GUARD = "\x00"
 _NEGATIVE = re.compile(r"^-(\d|\.\d|inf|nan|infinity)", re.IGNORECASE)
 _TAKES_VALUE = {"-f", "--function", "-a", "--args", "--fuel", "--timeout", "--max-memory",
                 "--allow-fs", "--allow-host", "--db", "--env", "--dir", "--loa", "--sha256",
-                "--max-download"}
+                "--max-download", "--trace"}
 _DEFAULT_FUNCTIONS = ("main", "_start")
 
 
@@ -45,6 +50,11 @@ class _RunCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Guard negative numbers that are not the value of an option, then parse."""
+        for i, arg in enumerate(args):  # the old flag form: say what it became
+            if arg == "--trace" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                raise click.UsageError(
+                    "--trace takes a FILE (it records the run as Chrome trace-event JSON); "
+                    "to log every host function call to stderr, use --log-host-calls", ctx)
         guarded: list[str] = []
         previous = ""
         for arg in args:
@@ -120,7 +130,10 @@ def _json_args(text: str) -> list[Any]:
               help="Stop the call after this many seconds.")
 @click.option("--max-memory", callback=size_option, metavar="SIZE",
               help="Cap the Spirit's memory: bytes, or 64KiB, 16M, 1G, 10pages.")
-@click.option("--trace", is_flag=True, help="Log every host function call to stderr.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Record calls, host calls and messages as Chrome trace-event "
+              "JSON in FILE (render it with vudo trace FILE --html OUT).")
+@click.option("--log-host-calls", is_flag=True, help="Log every host function call to stderr.")
 @click.option("--sha256", metavar="HEX", help="Refuse the module unless its SHA-256 is HEX.")
 @click.option("--max-download", callback=size_option, metavar="SIZE",
               help="Largest module read from stdin or a URL (default 64MiB).")
@@ -139,7 +152,8 @@ def run_command(
     fuel: int | None,
     timeout: float | None,
     max_memory: int | None,
-    trace: bool,
+    trace_file: Path | None,
+    log_host_calls: bool,
     sha256: str | None,
     max_download: int | None,
     grants: Grants,
@@ -162,7 +176,8 @@ def run_command(
       vudo run example:calculator add 2 3
       vudo run counter.wasm add_numbers 3 4
       vudo run counter.wasm -f add_numbers -a '[3, 4]'
-      vudo run example:greeter --trace
+      vudo run example:greeter --log-host-calls
+      vudo run example:greeter --trace run.json && vudo trace run.json --html run.html
       vudo run spin.wasm --fuel 1000000 --timeout 2
       vudo run reader.wasm --allow-fs ./data --loa myloa:LOA
       cat calc.wasm | vudo run - add 2 3
@@ -188,18 +203,19 @@ def run_command(
     with cli_logging(level, output):
         started = time.perf_counter()
         try:
-            result = _call(source, module, output, name, values, debug=debug,
-                           limits=limits, trace=trace, options=prepared)
+            result = _call(source, module, output, name, values, debug=debug, limits=limits,
+                           log_host_calls=log_host_calls, trace_file=trace_file,
+                           options=prepared)
         except Exception as exc:
             output.end_line_on_terminal()
             if as_json:
                 click.echo(dump_json(_document(source, name, values, output, started, grants,
-                                               error=exc)))
+                                               trace_file, error=exc)))
             raise
     program = "wasi" in prepared
     if as_json:
         click.echo(dump_json(_document(source, name, values, output, started, grants,
-                                       result=result)))
+                                       trace_file, result=result)))
         return int(result) if program else None
     if program:  # a WASI command exits with its status; it printed what it had to say
         output.end_line_on_terminal()
@@ -263,29 +279,61 @@ def _wasi_program(
     return "_start", [str(a) for a in raw_args]
 
 
+@contextmanager
+def _recording(trace_file: Path | None, log_host_calls: bool) -> Iterator[TraceRecorder | None]:
+    """A recorder writing ``trace_file`` when the block ends (failed or not), or None."""
+    if trace_file is None:
+        yield None
+        return
+    recorder = TraceRecorder(trace_file)
+    recorder.capture_host_calls(propagate=log_host_calls)
+    try:
+        yield recorder
+    finally:
+        try:
+            recorder.close()
+        except OSError as exc:
+            raise UsageFailure(f"cannot write {trace_file}: {exc.strerror or exc}") from None
+
+
 def _call(
     source: SpiritSource, module: wasmtime.Module, output: Output, function: str,
-    values: Sequence[Any], *, debug: bool, limits: Limits, trace: bool, options: dict[str, Any],
+    values: Sequence[Any], *, debug: bool, limits: Limits, log_host_calls: bool,
+    trace_file: Path | None, options: dict[str, Any],
 ) -> Any:
-    try:
-        spirit = load_spirit(
-            module, name=source.name, logger=CliLogger(source.name, output), debug=debug,
-            limits=limits, trace=trace, **options,
-        )
-    except LoadError as exc:
-        raise relabel(exc, source.label) from exc.__cause__
-    try:
-        with stop_on_interrupt(spirit.interrupt):
-            if "wasi" in options:  # a WASI command: its exit status is the result
-                return run_wasi_command(spirit, check=False)
-            return spirit.call(function, *values)
-    finally:
-        spirit.close()
+    with _recording(trace_file, log_host_calls) as recorder:
+        if recorder is not None:  # the Spirit's messages go through a recording broker
+            options = {**options, "broker": TracingBroker(MessageBus(), recorder)}
+            recorder.lane(source.name)  # host calls are recorded only for known lanes
+        try:
+            spirit = load_spirit(
+                module, name=source.name, logger=CliLogger(source.name, output), debug=debug,
+                limits=limits, trace=log_host_calls or recorder is not None, **options,
+            )
+        except LoadError as exc:
+            raise relabel(exc, source.label) from exc.__cause__
+        try:
+            span = nullcontext() if recorder is None else recorder.call(spirit.name, function)
+            with stop_on_interrupt(spirit.interrupt), span:
+                if "wasi" in options:  # a WASI command: its exit status is the result
+                    result = run_wasi_command(spirit, check=False)
+                else:
+                    result = spirit.call(function, *values)
+                # Effects run in the background, and closing the Spirit drops queued ones: let
+                # those the call started finish (each is bounded by its own timeout).
+                if isinstance(spirit.effect_handler, StandardEffectHandler):
+                    spirit.effect_handler.wait_idle()
+            return result
+        finally:
+            spirit.close()
+            if "broker" in options:  # given to the Spirit, so not closed by it
+                options["broker"].close()
 
 
 def _document(
     source: SpiritSource, function: str, values: Sequence[Any], output: Output, started: float,
-    grants: Grants, *, result: Any = None, error: BaseException | None = None,
+    grants: Grants, trace_file: Path | None, *, result: Any = None,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
     """The ``vudo run --json`` document (keys documented in docs/guide/cli.md)."""
     return {
@@ -299,6 +347,7 @@ def _document(
         "output": output.text,
         "logs": output.logs,
         "grants": grants.describe(),
+        "trace": None if trace_file is None else str(trace_file),
         "seconds": round(time.perf_counter() - started, 6),
         "error": None if error is None else error_document(error),
     }

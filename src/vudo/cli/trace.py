@@ -1,9 +1,10 @@
 """``vudo trace FILE --html OUT``: a message sequence diagram of a recorded session.
 
-FILE is what ``vudo seance --trace FILE`` (or ``Seance(trace=...)``) wrote: Chrome trace-event
-JSON. The page is one self-contained HTML file (no network): one lane per Spirit (and the host),
-top to bottom in time, a box for each call and an arrow for each message, labelled with its
-payload size. The drawing is done by the page's own script from the events embedded in it.
+FILE is what ``vudo seance --trace FILE``, ``vudo run --trace FILE`` or ``Seance(trace=...)``
+wrote: Chrome trace-event JSON. The page is one self-contained HTML file (no network): one lane
+per Spirit (and the host), top to bottom in time, a box for each call and an arrow for each
+message, labelled with its payload size. The drawing is done by the page's own script from the
+events embedded in it.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def render_html(trace: dict[str, Any], title: str) -> str:
 @common_options
 @click.pass_context
 def trace_command(ctx: click.Context, trace_file: Path, html_out: Path, as_json: bool) -> None:
-    """Render FILE (from vudo seance --trace FILE) as a message sequence diagram.
+    """Render FILE (from vudo seance/run --trace FILE) as a message sequence diagram.
 
     The page has one lane per Spirit, a box per call and an arrow per message labelled with
     its payload size; it needs no network. FILE itself opens in Perfetto (ui.perfetto.dev) or
