@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import wasmtime
 
 from .callstate import CallState
 
-__all__ = ["Backend", "HostCallable", "get_backend"]
+__all__ = ["Backend", "HostCallable", "NativeBus", "get_backend"]
 
 HostCallable = Callable[..., Any]
+
+
+@dataclass(slots=True)
+class NativeBus:
+    """What a backend needs to serve a Spirit's messaging and host-heap functions itself:
+    the Spirit's C ``MessageBus`` and C heap (``vudo._nbus``), the heap's ``grow``, its caps
+    (``None``: none), and ``exhausted(name)``, a callable logging the first refusal of a spell
+    of heap exhaustion as the Python Loa does. ``handle`` is the backend's, made on first use.
+    """
+
+    bus: Any
+    heap: Any
+    grow: Callable[[int], Any]
+    spirit: str
+    max_message_size: int | None
+    max_alloc: int | None
+    exhausted: Callable[[str], Callable[[], None]]
+    handle: Any = None
 
 
 class Backend(Protocol):
@@ -57,12 +76,16 @@ class Backend(Protocol):
     def builtin(
         self, state: CallState, store: wasmtime.Store, name: str, params: tuple[str, ...],
         results: tuple[str, ...], keepalive: list[Any], *, default_time: bool,
-        default_random: bool,
+        default_random: bool, bus: NativeBus | None = None,
+        python: HostCallable | None = None,
     ) -> tuple[wasmtime.Func, Callable[[int, Any], None]] | None:
         """A core host function implemented by the backend itself, or ``None``.
 
         Returns ``(func, bind)``; ``bind(memory_address, logger)`` is called once the instance
-        exists. Only asked for the core Loa's own functions, without tracing.
+        exists. Only asked for the core Loa's own functions, without tracing. The messaging and
+        host-heap functions are asked with ``bus`` (only when the Spirit's broker and heap are
+        the C ones) and ``python``, the Python host function, which the backend calls for the
+        rare cases (faults, caps, a full heap) so they behave exactly as in Python.
         """
         ...
 
