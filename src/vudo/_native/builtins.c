@@ -3,6 +3,8 @@
  * Out-of-bounds accesses raise the same MemoryAccessError as the Python Loa, through `fail`. */
 #include "host.h"
 
+#include <structmember.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <sys/random.h>
@@ -262,6 +264,11 @@ static PyMethodDef builtin_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef builtin_members[] = {
+    {"kind", T_INT, offsetof(Builtin, kind), READONLY, "Which host function (host.h K_*)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 PyTypeObject vudo_BuiltinType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "vudo._cnative.Builtin",
@@ -273,6 +280,7 @@ PyTypeObject vudo_BuiltinType = {
     .tp_traverse = builtin_traverse,
     .tp_clear = builtin_clear,
     .tp_methods = builtin_methods,
+    .tp_members = builtin_members,
 };
 
 int vudo_builtins_init(void) {

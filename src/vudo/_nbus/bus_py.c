@@ -139,6 +139,12 @@ static int run_hooks(vudo_bus *bus, PyObject *hooks, vudo_msg *m, PyObject *from
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
         if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+        if (value != NULL && !PyObject_IsInstance(value, PyExc_Exception)) {
+            /* Ctrl-C, SystemExit: not a faulty hook; it stops the sender, as in Python. */
+            PyErr_Restore(type, value, tb);
+            rc = -1;
+            break;
+        }
         PyObject *kw = Py_BuildValue("{sO}", "exc_info", value ? value : Py_None);
         if (kw == NULL || log_call("error", Py_BuildValue("(sOO)", "on_message hook %r for %r "
                                                           "raised", hook, to), kw) < 0)

@@ -39,6 +39,8 @@ __all__ = [
     "func_new",
     "gil_stats",
     "is_native_host",
+    "native_bus_available",
+    "native_host_functions",
     "reason",
     "rlock",
     "set_epoch_callback",
@@ -321,6 +323,17 @@ def bus_builtin_func(
         fn.set_memory(memory_address)
 
     return func_new(store, ty, fn), fn, bind
+
+
+def native_host_functions(keepalive: list[Any]) -> set[str]:
+    """The names of the host functions served in C among a Spirit's kept objects (the
+    messaging/heap ones and the clocks, randomness and text built-ins): for tests and
+    diagnostics."""
+    if _c is None:
+        return set()
+    kinds = {kind: name for name, (kind, _, _) in (_BUILTINS | _BUS_BUILTINS).items()}
+    kinds[5] = "vudo_print/println/error"
+    return {kinds[obj.kind] for obj in keepalive if isinstance(obj, _c.Builtin)}
 
 
 def set_epoch_callback(

@@ -54,7 +54,7 @@ def native_bus(plan: LinkPlan, ctx: HostContext) -> NativeBus | None:
         inbox.post, inbox.recv, inbox.peek, inbox.pending, inbox.broadcast
     )) or getattr(inbox.requeue, "__self__", None) is not broker or inbox.done is not None:
         return None
-    heap = ctx.memory.allocator
+    heap: Any = ctx.memory.allocator
     if type(heap) is not nbus.FreeListAllocator or getattr(
         heap.grow, "__self__", None
     ) is not ctx.memory:
