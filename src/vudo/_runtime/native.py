@@ -14,7 +14,7 @@ import logging
 import os
 from types import ModuleType
 
-__all__ = ["available", "native_module"]
+__all__ = ["available", "core_status", "core_summary", "native_module"]
 
 _log = logging.getLogger("vudo.native")
 _ABI_VERSION = 1  # VUDO_NBUS_ABI_VERSION in _nbus/vudo_nbus.h
@@ -49,3 +49,30 @@ def native_module() -> ModuleType | None:
 def available() -> bool:
     """Whether the C message bus and host heap are in use."""
     return native_module() is not None
+
+
+def core_status() -> dict[str, object]:
+    """Which core serves Spirits loaded now (for ``vudo --version`` and ``vudo inspect``):
+    the native call path (``vudo._cnative``), the C bus and heap (``vudo._nbus``), and the
+    messaging/heap host functions in C (both, with the C bus's API reachable). ``reason``
+    says why the native call path is off (``None`` when it is on)."""
+    from . import cnative
+
+    return {
+        "native_call_path": cnative.active(),
+        "native_bus": available(),
+        "native_messaging": cnative.native_bus_available(),
+        "reason": cnative.reason(),
+    }
+
+
+def core_summary() -> str:
+    """:func:`core_status` in one line of text."""
+    status = core_status()
+
+    def yes(key: str) -> str:
+        return "yes" if status[key] else "no"
+
+    text = (f"core: native call path {yes('native_call_path')}, native bus "
+            f"{yes('native_bus')}, native messaging host functions {yes('native_messaging')}")
+    return text if status["reason"] is None else f"{text} ({status['reason']})"

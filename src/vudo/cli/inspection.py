@@ -27,6 +27,7 @@ from .._memory.guest_alloc import (
     memory_warning,
     recognised_allocator,
 )
+from .._runtime.native import core_status, core_summary
 from .._runtime.wasm_scan import grows_memory
 from ..abi import HOST_FUNCTIONS_BY_NAME
 from ._args import format_signature, func_signature
@@ -228,6 +229,7 @@ def inspect_module(path: Path, loas: LoaRegistry | None = None) -> dict[str, Any
         "memories": memories,
         "data": {"segments": layout.data_segments, "bytes": layout.data_bytes},
         "warnings": warnings,
+        "core": core_status(),
     }
 
 
@@ -263,6 +265,7 @@ def _render(report: dict[str, Any], console: Console) -> None:
         ))
     console.print(Text(f"Loas needed: {', '.join(report['loas']) or '(none)'}"))
     console.print(Text(f"host allocator: {report['host_allocator']}"))
+    console.print(Text(core_summary()))
     for warning in report["warnings"]:
         console.print(Text(f"warning: {warning}", style="yellow"))
 
