@@ -233,8 +233,21 @@ wasm_trap_t *vudo_bus_callback(host_env *env, wasmtime_caller_t *caller,
         static const char msg[] = "host function called after its Spirit was freed";
         return vudo_wt.trap_new(msg, sizeof msg - 1);
     }
-    if (!env->has_memory) return call_python(b, kind, raw); /* before instantiation ends */
     BusHost *bh = (BusHost *)b->bushost;
+    /* The functions that never touch memory: no memory lookup at all (the hot loops). */
+    if (kind == K_PENDING) {
+        int32_t n;
+        nbus->host_pending(&bh->host, &n);
+        raw[0].i32 = n;
+        return NULL;
+    }
+    if (kind == K_FREE_MESSAGE || kind == K_FREE) {
+        vudo_host h0 = bh->host;
+        if (kind == K_FREE) nbus->host_free(&h0, (uint32_t)raw[0].i32, raw[1].i32);
+        else nbus->host_free_message(&h0, (uint32_t)raw[0].i32);
+        return NULL;
+    }
+    if (!env->has_memory) return call_python(b, kind, raw); /* before instantiation ends */
     call_mem cm = {{NULL, 0, grow_cb, NULL, NULL, NULL}, vudo_wt.caller_context(caller),
                    &env->memory, bh->grow};
     refresh(&cm);
