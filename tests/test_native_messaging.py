@@ -385,3 +385,59 @@ def test_a_sigint_storm_during_c_host_functions_never_crashes(tmp_path: Any) -> 
         child.returncode, err[-3000:])
     counts = dict(kv.split("=") for kv in out.split())
     assert int(counts["interrupts"]) > 0 and sent > 100, out
+
+
+@pytest.mark.skipif(not NATIVE, reason="native core or vudo._nbus inactive")
+def test_a_dropped_spirit_with_c_messaging_functions_is_collected() -> None:
+    import gc
+    import weakref
+
+    bus = vudo.MessageBus()
+    spirit = vudo.load_spirit(WAT, name="gone", broker=bus)
+    bus.register("x")
+    assert spirit.call("send", *put(spirit, 100, b"x"), *put(spirit, 200, b"hi")) == 0
+    assert spirit.call("alloc", 100)
+    ref = weakref.ref(spirit)
+    del spirit
+    gc.collect()
+    assert ref() is None
+    assert bus.recv("x") is not None  # the bus outlives its Spirits
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_spirits_on_two_threads_exchange_every_message_in_order(variant: str) -> None:
+    import threading
+
+    s = Session(variant, capacity=64)
+    try:
+        a, b = s.summon("a"), s.summon("b")
+        total = 5000
+        to = put(a, 100, b"b")
+        got: list[int] = []
+        start = threading.Barrier(2)
+
+        def produce() -> None:
+            start.wait()
+            for i in range(total):
+                a.memory.write_u32(200, i)  # only this thread touches a
+                while a.call("send", *to, 200, 4) != 0:  # full: wait for the consumer
+                    pass
+
+        def consume() -> None:
+            start.wait()
+            while len(got) < total:
+                ptr = b.call("recv")
+                if ptr:
+                    got.append(int.from_bytes(block(b, ptr)[1], "little"))
+                    b.call("free_message", ptr)
+
+        threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+        assert got == list(range(total))
+        assert b.memory.allocator.in_use == 0 and b.call("pending") == 0
+    finally:
+        s.close()
