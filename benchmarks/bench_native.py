@@ -37,7 +37,7 @@ import wasmtime
 import vudo
 from vudo._runtime import cnative as _native_core
 from vudo._runtime import engine as _engine
-from vudo._runtime.native import core_summary
+from vudo._runtime.core import core_summary
 
 WAT = """
 (module

@@ -16,8 +16,8 @@ import wasmtime
 from . import cnative as _native_core
 from . import ffi
 from ._pypath import PythonBackend, argument_errors
-from .backend import NativeBus
 from .callstate import CallState
+from .native import NativeBus
 
 __all__ = ["NativeBackend"]
 

@@ -9,34 +9,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import wasmtime
 
 from .callstate import CallState
+from .native import NativeBus
 
-__all__ = ["Backend", "HostCallable", "NativeBus", "get_backend"]
+__all__ = ["Backend", "HostCallable", "get_backend"]
 
 HostCallable = Callable[..., Any]
 
-
-@dataclass(slots=True)
-class NativeBus:
-    """What a backend needs to serve a Spirit's messaging and host-heap functions itself:
-    the Spirit's C ``MessageBus`` and C heap (``vudo._nbus``), the heap's ``grow``, its caps
-    (``None``: none), and ``exhausted(name)``, a callable logging the first refusal of a spell
-    of heap exhaustion as the Python Loa does. ``handle`` is the backend's, made on first use.
-    """
-
-    bus: Any
-    heap: Any
-    grow: Callable[[int], Any]
-    spirit: str
-    max_message_size: int | None
-    max_alloc: int | None
-    exhausted: Callable[[str], Callable[[], None]]
-    handle: Any = None
 
 
 class Backend(Protocol):

@@ -27,6 +27,7 @@ import wasmtime
 from wasmtime import _ffi as wffi
 
 from . import engine as _engine
+from . import native
 from .caps import refuse_text
 
 __all__ = [
@@ -270,8 +271,6 @@ def _attach_nbus() -> bool:
     """Whether the C API of ``vudo._nbus`` is reachable (its capsule, same ABI version)."""
     global _nbus_attached
     if _nbus_attached is None:
-        from . import native
-
         _nbus_attached = False
         if _c is not None and native.native_module() is not None:
             _nbus_attached = bool(_c.nbus_attach())

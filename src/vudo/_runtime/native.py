@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
-__all__ = ["available", "core_status", "core_summary", "native_module"]
+__all__ = ["NativeBus", "available", "native_module"]
 
 _log = logging.getLogger("vudo.native")
 _ABI_VERSION = 1  # VUDO_NBUS_ABI_VERSION in _nbus/vudo_nbus.h
@@ -51,28 +54,19 @@ def available() -> bool:
     return native_module() is not None
 
 
-def core_status() -> dict[str, object]:
-    """Which core serves Spirits loaded now (for ``vudo --version`` and ``vudo inspect``):
-    the native call path (``vudo._cnative``), the C bus and heap (``vudo._nbus``), and the
-    messaging/heap host functions in C (both, with the C bus's API reachable). ``reason``
-    says why the native call path is off (``None`` when it is on)."""
-    from . import cnative
+@dataclass(slots=True)
+class NativeBus:
+    """What a backend needs to serve a Spirit's messaging and host-heap functions itself:
+    the Spirit's C ``MessageBus`` and C heap (``vudo._nbus``), the heap's ``grow``, its caps
+    (``None``: none), and ``exhausted(name)``, a callable logging the first refusal of a spell
+    of heap exhaustion as the Python Loa does. ``handle`` is the backend's, made on first use.
+    """
 
-    return {
-        "native_call_path": cnative.active(),
-        "native_bus": available(),
-        "native_messaging": cnative.native_bus_available(),
-        "reason": cnative.reason(),
-    }
-
-
-def core_summary() -> str:
-    """:func:`core_status` in one line of text."""
-    status = core_status()
-
-    def yes(key: str) -> str:
-        return "yes" if status[key] else "no"
-
-    text = (f"core: native call path {yes('native_call_path')}, native bus "
-            f"{yes('native_bus')}, native messaging host functions {yes('native_messaging')}")
-    return text if status["reason"] is None else f"{text} ({status['reason']})"
+    bus: Any
+    heap: Any
+    grow: Callable[[int], Any]
+    spirit: str
+    max_message_size: int | None
+    max_alloc: int | None
+    exhausted: Callable[[str], Callable[[], None]]
+    handle: Any = None

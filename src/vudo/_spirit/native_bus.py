@@ -17,7 +17,7 @@ from .._host.loas import CORE_LOA
 from .._host.loas.memory import _refusal_logger
 from .._linking import LinkPlan
 from .._runtime import cnative, native
-from .._runtime.backend import NativeBus
+from .._runtime.native import NativeBus
 from ..abi import HOST_FUNCTIONS_BY_NAME
 
 __all__ = ["native_bus"]

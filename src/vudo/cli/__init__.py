@@ -88,7 +88,7 @@ def _silence_stdout() -> None:
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from .._runtime.native import core_summary
+    from .._runtime.core import core_summary
 
     click.echo(f"vudo, version {__version__}\n{core_summary()}")
     ctx.exit()
@@ -99,7 +99,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 def version_command(as_json: bool) -> None:
     """Show vudo's version and which core serves Spirits: the native call path, the C message
     bus and heap, the messaging host functions in C (VUDO_NATIVE=0 turns all of them off)."""
-    from .._runtime.native import core_status, core_summary
+    from .._runtime.core import core_status, core_summary
     from ._output import dump_json
 
     if as_json:

@@ -27,7 +27,7 @@ from .._memory.guest_alloc import (
     memory_warning,
     recognised_allocator,
 )
-from .._runtime.native import core_status, core_summary
+from .._runtime.core import core_status, core_summary
 from .._runtime.wasm_scan import grows_memory
 from ..abi import HOST_FUNCTIONS_BY_NAME
 from ._args import format_signature, func_signature
