@@ -7,7 +7,7 @@ pure-Python paths. Everything else about the package lives in pyproject.toml.
 
 from setuptools import Extension, setup
 
-NATIVE = ["module.c", "caller.c", "host.c", "lock.c", "builtins.c"]
+NATIVE = ["module.c", "caller.c", "host.c", "lock.c", "builtins.c", "bushost.c"]
 NBUS = [
     "bus.c", "bus_hooks.c", "bus_py.c", "bus_type.c",  # the message bus
     "heap.c", "heap_py.c",  # the host heap
@@ -20,7 +20,8 @@ setup(
             "vudo._cnative",
             sources=[f"src/vudo/_native/{name}" for name in NATIVE],
             depends=[f"src/vudo/_native/{h}" for h in (
-                "native.h", "host.h", "wasmtime_api.h", "vudo_native_host.h")],
+                "native.h", "host.h", "wasmtime_api.h", "vudo_native_host.h")]
+            + ["src/vudo/_nbus/vudo_nbus.h"],  # the capsule's C API, header only: no linking
             extra_compile_args=["-O2", "-std=gnu11"],
             libraries=["dl", "pthread"],
             optional=True,

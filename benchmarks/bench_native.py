@@ -6,6 +6,14 @@ median time per operation of the native core, of the pure-Python fallback (Spiri
 fallback/native and the target of the native-core issue. When ``node`` is on the PATH, Node's
 own WebAssembly runs the same exports with equivalent JS imports (informational: plain JS calls
 skip all of vudo's host work). A second table shows ``add`` under each GIL policy.
+
+Messaging (``--messages`` sets the count of the memory run, default a million): send + recv +
+free of 64 bytes between two Spirits of one Séance on four paths: the C host functions (native),
+the native call path with the Python host functions (the broker a ``MessageBus`` subclass, so
+the C functions stand aside: the path before they were wired), the pure-Python call path on the
+C bus (``fallback()``), and the old all-Python path (a ``VUDO_NATIVE=0`` subprocess, timed the
+same way); then ``vudo_pending`` native vs fallback, and the receiver's RSS, memory and heap
+before, after the first batch and after all messages were received and freed.
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 
 import vudo
 from vudo._runtime import cnative as _native_core
 from vudo._runtime import engine as _engine
+from vudo._runtime.core import core_summary
 
 WAT = """
 (module
@@ -159,13 +169,176 @@ def node_figures(n: int) -> dict[str, float] | None:
     return {k: float(v) for k, v in json.loads(out.stdout).items()}
 
 
+MSG_WAT = """
+(module
+  (import "vudo" "vudo_send" (func $send (param i32 i32 i32 i32) (result i32)))
+  (import "vudo" "vudo_recv" (func $recv (result i32)))
+  (import "vudo" "vudo_pending" (func $pending (result i32)))
+  (import "vudo" "vudo_free_message" (func $free (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{peer}")
+  (data (i32.const 1024) "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+  (func (export "send") (result i32)
+    (call $send (i32.const 16) (i32.const 1) (i32.const 1024) (i32.const 64)))
+  (func (export "recv") (result i32)
+    (local $m i32)
+    (local.set $m (call $recv))
+    (if (local.get $m) (then (call $free (local.get $m))))
+    (local.get $m))
+  (func (export "pending_n") (param $n i32)
+    (loop $l
+      (drop (call $pending))
+      (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1))))))
+  (func (export "send_n") (param $n i32) (result i32) (local $i i32)
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (br_if $done (i32.ne (call $send (i32.const 16) (i32.const 1) (i32.const 1024)
+                                        (i32.const 64)) (i32.const 0)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (local.get $i))
+  (func (export "recv_all") (result i32) (local $m i32) (local $count i32)
+    (block $done (loop $l
+      (local.set $m (call $recv))
+      (br_if $done (i32.eqz (local.get $m)))
+      (call $free (local.get $m))
+      (local.set $count (i32.add (local.get $count) (i32.const 1)))
+      (br $l)))
+    (local.get $count))
+)
+"""
+
+
+def message_pair(broker: Any = None) -> tuple[vudo.Seance, vudo.Spirit, vudo.Spirit]:
+    seance = vudo.Seance(broker=broker) if broker is not None else vudo.Seance()
+    a = seance.summon("a", MSG_WAT.replace("{peer}", "b"))
+    b = seance.summon("b", MSG_WAT.replace("{peer}", "a"))
+    return seance, a, b
+
+
+def roundtrip(n: int, repeats: int, broker: Any = None) -> float:
+    """Median seconds of one send (a) + recv + free (b) of 64 bytes."""
+    seance, a, b = message_pair(broker)
+    send, recv = a.function("send"), b.function("recv")
+
+    def run() -> None:
+        for _ in range(n):
+            send()
+            recv()
+
+    try:
+        return measure(run, n, repeats)
+    finally:
+        seance.dismiss()
+
+
+OLD_PATH = """
+import sys; sys.path.insert(0, {bench!r})
+import bench_native as b
+print(b.roundtrip({n}, {repeats}))
+"""
+
+
+def old_path(n: int, repeats: int) -> float:
+    """The same round trip on the all-Python path (call path, host functions, bus, heap)."""
+    code = OLD_PATH.format(bench=str(Path(__file__).resolve().parent), n=n, repeats=repeats)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, check=True, env={**os.environ, "VUDO_NATIVE": "0"})
+    return float(out.stdout.split()[-1])
+
+
+def rss_bytes() -> int:
+    """The process's resident set now (not the peak)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def million(total: int, batch: int = 10_000) -> None:
+    """Receive and free ``total`` messages natively; RSS, memory and heap stay flat."""
+    seance = vudo.Seance(inbox_capacity=batch)
+    a = seance.summon("a", MSG_WAT.replace("{peer}", "b"))
+    b = seance.summon("b", MSG_WAT.replace("{peer}", "a"))
+    send_n, recv_all = a.function("send_n"), b.function("recv_all")
+    heap = b.memory.allocator
+
+    def figures() -> tuple[int, int, int]:
+        return rss_bytes(), b.memory.size, heap.in_use
+
+    before = figures()
+    first: tuple[int, int, int] | None = None
+    done = 0
+    start = time.perf_counter()
+    while done < total:
+        sent = send_n(min(batch, total - done))
+        got = recv_all()
+        if got != sent:
+            raise SystemExit(f"sent {sent}, received {got}")
+        done += got
+        if first is None:
+            first = figures()
+    elapsed = time.perf_counter() - start
+    after = figures()
+    assert first is not None
+    seance.dismiss()
+    print(f"\n{done:,} messages of 64 B sent, received and freed natively "
+          f"({done / elapsed:,.0f} msg/s both ways):")
+    print(f"  {'':18s} {'RSS':>10s} {'memory.size':>12s} {'heap in_use':>12s}")
+    for label, (rss, size, used) in (("before", before), ("after 1st batch", first),
+                                     ("after all", after)):
+        print(f"  {label:18s} {rss / 2**20:8.1f} MiB {size:12,} {used:12,}")
+    grew = (after[0] - first[0]) / 2**20
+    flat = after[1:] == first[1:] and after[2] == 0
+    print(f"  flat: {'yes' if flat else 'NO'} (RSS {grew:+.1f} MiB since the first batch)")
+
+
+def messaging(n: int, repeats: int, total: int) -> None:
+    """The messaging rows: four paths side by side, vudo_pending, a million messages."""
+
+    class PlainSubclass(vudo.MessageBus):  # type: ignore[misc, valid-type]
+        """Overrides nothing, but is not the C class: the Python host functions serve."""
+
+    k = max(n // 4, 2000)
+    nat = roundtrip(k, repeats)
+    before = roundtrip(k, repeats, broker=PlainSubclass())
+    with _native_core.fallback():
+        fb = roundtrip(max(k // 5, 1000), repeats)
+    old = old_path(max(k // 5, 1000), repeats)
+    print("\nmessage send + recv + free, 64 B, two Spirits (us; target: >= 10x the old path, "
+          "~0.5 us):")
+    for label, t in (("native (C host functions)", nat),
+                     ("native call path, Python host fns", before),
+                     ("fallback (ctypes, Python host fns)", fb),
+                     ("old path (VUDO_NATIVE=0)", old)):
+        print(f"  {label:38s} {t * 1e6:8.3f}   {t / nat:5.1f}x native")
+    seance, a, _b = message_pair()
+    pend = a.function("pending_n")
+    p_nat = measure(lambda: pend(n), n, repeats)
+    seance.dismiss()
+    with _native_core.fallback():
+        seance, a, _b = message_pair()
+    pend = a.function("pending_n")
+    p_fb = measure(lambda: pend(max(n // 10, 1000)), max(n // 10, 1000), repeats)
+    seance.dismiss()
+    print(f"\nwasm -> vudo_pending (target >= 15x): native {p_nat * 1e6:.3f} us, fallback "
+          f"{p_fb * 1e6:.3f} us, {p_fb / p_nat:.1f}x")
+    million(total)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--messages", type=int, default=1_000_000,
+                        help="messages received and freed in the memory run")
+    parser.add_argument("--only-messaging", action="store_true",
+                        help="skip the call rows (only the messaging figures)")
     args = parser.parse_args()
     n, repeats = (20_000, 5) if args.quick else (200_000, 7)
     if not _native_core.available():
         print(f"native core unavailable: {_native_core.reason()}")
+        return
+    print(core_summary())
+    if args.only_messaging:
+        messaging(n, repeats, args.messages)
         return
     native = load()
     with _native_core.fallback():
@@ -222,6 +395,7 @@ def main() -> None:
     print(textwrap.dedent(f"""
         native calls so far (held, released at start, released at a tick):
           {_native_core.gil_stats()}"""))
+    messaging(n, repeats, args.messages)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
  * Out-of-bounds accesses raise the same MemoryAccessError as the Python Loa, through `fail`. */
 #include "host.h"
 
+#include <structmember.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <sys/random.h>
@@ -142,6 +144,9 @@ wasm_trap_t *vudo_builtin_callback(void *envp, wasmtime_caller_t *caller,
     }
     case K_TEXT:
         return text_callback(env, caller, raw);
+    default:
+        if (env->kind >= K_SEND && env->kind <= K_REALLOC)
+            return vudo_bus_callback(env, caller, raw);
     }
     return trap_msg("unknown native host function");
 }
@@ -152,7 +157,7 @@ static PyObject *builtin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int kind;
     PyObject *fail, *name;
     if (!PyArg_ParseTuple(args, "iOU:Builtin", &kind, &fail, &name)) return NULL;
-    if (kind < K_NOW || kind > K_TEXT) {
+    if (kind < K_NOW || kind > K_REALLOC) {
         PyErr_SetString(PyExc_ValueError, "unknown built-in host function");
         return NULL;
     }
@@ -203,7 +208,28 @@ static PyObject *builtin_set_text_cap(PyObject *op, PyObject *const *args, Py_ss
     Py_RETURN_NONE;
 }
 
+/* set_bus(bushost, py, exhausted): the messaging/heap kinds' BusHost, the Python host
+ * function for the rare paths and (alloc/realloc) the logger of a spell of refusals. */
+static PyObject *builtin_set_bus(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
+    Builtin *b = (Builtin *)op;
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &vudo_BusHostType)) {
+        PyErr_SetString(PyExc_TypeError, "set_bus(bushost, py, exhausted)");
+        return NULL;
+    }
+    if (b->kind < K_SEND) {
+        PyErr_SetString(PyExc_ValueError, "set_bus() is for the messaging and heap kinds");
+        return NULL;
+    }
+    Py_XSETREF(b->bushost, Py_NewRef(args[0]));
+    Py_XSETREF(b->py, Py_NewRef(args[1]));
+    Py_XSETREF(b->exhausted, args[2] == Py_None ? NULL : Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
 static int builtin_traverse(PyObject *op, visitproc visit, void *arg) {
+    Py_VISIT(((Builtin *)op)->bushost);
+    Py_VISIT(((Builtin *)op)->py);
+    Py_VISIT(((Builtin *)op)->exhausted);
     Py_VISIT(((Builtin *)op)->fail);
     Py_VISIT(((Builtin *)op)->out);
     Py_VISIT(((Builtin *)op)->refuse);
@@ -211,6 +237,8 @@ static int builtin_traverse(PyObject *op, visitproc visit, void *arg) {
 }
 
 static int builtin_clear(PyObject *op) {
+    Py_CLEAR(((Builtin *)op)->py);
+    Py_CLEAR(((Builtin *)op)->exhausted);
     Py_CLEAR(((Builtin *)op)->fail);
     Py_CLEAR(((Builtin *)op)->out);
     Py_CLEAR(((Builtin *)op)->refuse);
@@ -221,6 +249,7 @@ static void builtin_dealloc(PyObject *op) {
     PyObject_GC_UnTrack(op);
     vudo_detach_envs(((Builtin *)op)->envs);
     builtin_clear(op);
+    Py_CLEAR(((Builtin *)op)->bushost); /* after the envs are detached: no call can use it */
     Py_CLEAR(((Builtin *)op)->spirit_name);
     Py_TYPE(op)->tp_free(op);
 }
@@ -228,9 +257,16 @@ static void builtin_dealloc(PyObject *op) {
 static PyMethodDef builtin_methods[] = {
     {"set_memory", builtin_set_memory, METH_O, "Point at the Spirit's memory (address or 0)."},
     {"set_output", builtin_set_output, METH_O, "The logger method vudo_print & co call."},
+    {"set_bus", (PyCFunction)(void (*)(void))builtin_set_bus, METH_FASTCALL,
+     "set_bus(bushost, py, exhausted): serve a messaging/heap function over vudo._nbus."},
     {"set_text_cap", (PyCFunction)(void (*)(void))builtin_set_text_cap, METH_FASTCALL,
      "set_text_cap(cap, refuse): text over cap bytes calls refuse(length) instead."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef builtin_members[] = {
+    {"kind", T_INT, offsetof(Builtin, kind), READONLY, "Which host function (host.h K_*)."},
+    {NULL, 0, 0, 0, NULL},
 };
 
 PyTypeObject vudo_BuiltinType = {
@@ -244,6 +280,7 @@ PyTypeObject vudo_BuiltinType = {
     .tp_traverse = builtin_traverse,
     .tp_clear = builtin_clear,
     .tp_methods = builtin_methods,
+    .tp_members = builtin_members,
 };
 
 int vudo_builtins_init(void) {

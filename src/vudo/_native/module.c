@@ -320,6 +320,8 @@ static PyMethodDef methods[] = {
      "Count one more idle vudo thread that the auto GIL policy ignores."},
     {"gil_stats", gil_stats, METH_NOARGS,
      "(calls holding the GIL, released at start, released at an epoch tick)."},
+    {"nbus_attach", vudo_nbus_attach, METH_NOARGS,
+     "Import vudo._nbus's C API capsule: False if it is absent or of another ABI version."},
     {"func_new", vudo_func_new, METH_VARARGS,
      "func_new(ctx, functype_ptr, host, func_out_ptr): a host Func over a native trampoline."},
     {"func_new_raw", vudo_func_new_raw, METH_VARARGS,
@@ -335,7 +337,8 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__cnative(void) {
     if (PyType_Ready(&vudo_CallerType) < 0 || PyType_Ready(&vudo_TrampolineType) < 0 ||
-        PyType_Ready(&vudo_BuiltinType) < 0 || PyType_Ready(&vudo_RLockType) < 0)
+        PyType_Ready(&vudo_BuiltinType) < 0 || PyType_Ready(&vudo_RLockType) < 0 ||
+        PyType_Ready(&vudo_BusHostType) < 0)
         return NULL;
     if (vudo_caller_init() < 0 || vudo_host_init() < 0) return NULL;
     str_interrupt = PyUnicode_InternFromString("_interrupt");
@@ -346,6 +349,7 @@ PyMODINIT_FUNC PyInit__cnative(void) {
     if (PyModule_AddObjectRef(m, "Caller", (PyObject *)&vudo_CallerType) < 0 ||
         PyModule_AddObjectRef(m, "Trampoline", (PyObject *)&vudo_TrampolineType) < 0 ||
         PyModule_AddObjectRef(m, "Builtin", (PyObject *)&vudo_BuiltinType) < 0 ||
+        PyModule_AddObjectRef(m, "BusHost", (PyObject *)&vudo_BusHostType) < 0 ||
         PyModule_AddObjectRef(m, "RLock", (PyObject *)&vudo_RLockType) < 0 ||
         PyModule_AddIntConstant(m, "WASMTIME_MAJOR", VUDO_WASMTIME_MAJOR) < 0) {
         Py_DECREF(m);

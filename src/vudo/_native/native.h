@@ -40,6 +40,8 @@ extern PyTypeObject vudo_CallerType;
 extern PyTypeObject vudo_TrampolineType;
 extern PyTypeObject vudo_BuiltinType;
 extern PyTypeObject vudo_RLockType;
+extern PyTypeObject vudo_BusHostType; /* bushost.c: messaging over vudo._nbus */
+PyObject *vudo_nbus_attach(PyObject *self, PyObject *unused);
 
 int vudo_rlock_check(PyObject *op);
 int vudo_rlock_acquire(PyObject *op, double timeout);

@@ -139,6 +139,12 @@ static int run_hooks(vudo_bus *bus, PyObject *hooks, vudo_msg *m, PyObject *from
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
         if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+        if (value != NULL && !PyObject_IsInstance(value, PyExc_Exception)) {
+            /* Ctrl-C, SystemExit: not a faulty hook; it stops the sender, as in Python. */
+            PyErr_Restore(type, value, tb);
+            rc = -1;
+            break;
+        }
         PyObject *kw = Py_BuildValue("{sO}", "exc_info", value ? value : Py_None);
         if (kw == NULL || log_call("error", Py_BuildValue("(sOO)", "on_message hook %r for %r "
                                                           "raised", hook, to), kw) < 0)
@@ -218,6 +224,24 @@ int nbus_post_nogil(vudo_bus *bus, vudo_msg *msg) {
     return code;
 }
 
+/* Post from a host function (GIL not needed): like nbus_post_nogil, but an exception of a
+ * hook or of the logging is not swallowed: VUDO_PY_ERROR is returned with it set (the message
+ * is queued all the same), as MessageBus.post raises it from Python. */
+int nbus_post_host(vudo_bus *bus, vudo_msg *msg) {
+    post_info info;
+    int code = bus_post_core(bus, msg, 0, &info);
+    int rc = 0;
+    if (needs_python(bus, &info) && Py_IsInitialized()) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        rc = nbus_bus_after_post(bus, &info, msg, NULL, NULL);
+        PyGILState_Release(g); /* the exception stays set on this thread's state */
+    } else {
+        msg_decref(info.hooked);
+    }
+    if (code != VUDO_OK) msg_decref(msg);
+    return rc < 0 ? VUDO_PY_ERROR : code;
+}
+
 /* Post from Python (GIL held): the code, or VUDO_PY_ERROR with an exception set. */
 int nbus_post_py(BusObject *self, PyObject *from_, PyObject *to, const uint8_t *data,
                    size_t len, int64_t channel) {
@@ -255,8 +279,8 @@ int nbus_bus_broadcast(vudo_bus *bus, const char *from_, size_t from_len,
     }
     pthread_mutex_unlock(&bus->lock);
     if (lens == NULL) {
-        if (gil_held) PyErr_NoMemory();
-        return gil_held ? VUDO_PY_ERROR : 0;
+        if (gil_held == 1) PyErr_NoMemory();
+        return gil_held == 1 ? VUDO_PY_ERROR : 0;
     }
     int delivered = 0;
     double ts = now_ms();
@@ -264,12 +288,18 @@ int nbus_bus_broadcast(vudo_bus *bus, const char *from_, size_t from_len,
         vudo_msg *m = msg_new(from_, from_len, names + off, lens[k], payload, len, channel, ts);
         if (m == NULL) continue;
         int code;
-        if (gil_held) {
+        if (gil_held == 1) {
             post_info info;
             code = bus_post_core(bus, m, 1, &info);
             int rc = nbus_bus_after_post(bus, &info, m, from_obj, NULL);
             if (code != VUDO_OK) msg_decref(m);
             if (rc < 0) {
+                free(lens);
+                return VUDO_PY_ERROR;
+            }
+        } else if (gil_held == 2) { /* a host function: stop at a raising hook */
+            code = nbus_post_host(bus, m);
+            if (code == VUDO_PY_ERROR) {
                 free(lens);
                 return VUDO_PY_ERROR;
             }

@@ -176,6 +176,22 @@ static PyObject *heap_size_of_py(HeapObject *self, PyObject *arg) {
     return PyLong_FromLongLong(n);
 }
 
+/* Message blocks carry a tag, so vudo_free_message recognises them whichever path (the C host
+ * functions or the Python Loa) received them. */
+static PyObject *heap_mark_message_py(HeapObject *self, PyObject *arg) {
+    uint32_t ptr;
+    int rc = as_ptr(arg, &ptr);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc == 0 && heap_set_tag(&self->heap, ptr, VUDO_TAG_MESSAGE) == 0);
+}
+
+static PyObject *heap_is_message_py(HeapObject *self, PyObject *arg) {
+    uint32_t ptr;
+    int rc = as_ptr(arg, &ptr);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc == 0 && heap_tag_of(&self->heap, ptr) == VUDO_TAG_MESSAGE);
+}
+
 static PyObject *heap_reset_py(HeapObject *self, PyObject *Py_UNUSED(arg)) {
     heap_reset(&self->heap);
     Py_RETURN_NONE;
@@ -220,11 +236,20 @@ static PyMethodDef heap_methods[] = {
      "0 on failure with the old block kept."},
     {"size_of", (PyCFunction)heap_size_of_py, METH_O,
      "size_of(ptr) -> int | None: the usable size of the live block at ptr."},
+    {"mark_message", (PyCFunction)heap_mark_message_py, METH_O,
+     "mark_message(ptr) -> bool: tag the live block at ptr as a received message."},
+    {"is_message", (PyCFunction)heap_is_message_py, METH_O,
+     "is_message(ptr) -> bool: whether ptr is a live block tagged as a message."},
     {"reset", (PyCFunction)heap_reset_py, METH_NOARGS, "reset(): free every block at once."},
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *heap_grow(HeapObject *self, void *Py_UNUSED(c)) {
+    return Py_NewRef(self->grow ? self->grow : Py_None);
+}
+
 static PyGetSetDef heap_getset[] = {
+    {"grow", (getter)heap_grow, NULL, "The grow callable the heap was made with.", NULL},
     {"in_use", (getter)heap_in_use, NULL, "Bytes currently allocated.", NULL},
     {"heap_bytes", (getter)heap_heap_bytes, NULL, "Bytes of memory owned by the host heap.",
      NULL},

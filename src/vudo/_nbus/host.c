@@ -84,7 +84,9 @@ int vudo_host_send(const vudo_host *h, uint32_t to_ptr, uint32_t to_len, uint32_
     vudo_msg *msg = msg_new(h->name, h->name_len, to, tn, m->base + ptr, len, 0, now_ms());
     release_owned(owned);
     if (msg == NULL) return VUDO_HOST_NO_MEMORY;
-    *result = nbus_post_nogil(h->bus, msg);
+    int code = nbus_post_host(h->bus, msg); /* a raising on_message hook raises here too */
+    if (code == VUDO_PY_ERROR) return VUDO_HOST_PY_ERROR;
+    *result = code;
     return VUDO_HOST_DONE;
 }
 
@@ -129,10 +131,12 @@ int vudo_host_broadcast(const vudo_host *h, uint32_t ptr, uint32_t len, int32_t 
         *result = VUDO_INVALID_ARG;
         return VUDO_HOST_OVERSIZED;
     }
+    int n = nbus_bus_broadcast(h->bus, h->name, h->name_len, m->base + ptr, len, 0, 2, NULL);
+    if (n == VUDO_PY_ERROR) return VUDO_HOST_PY_ERROR;
+    /* Counted afterwards, as the Python Loa's peers() is. */
     pthread_mutex_lock(&h->bus->lock);
     int64_t expected = (int64_t)h->bus->count;
     pthread_mutex_unlock(&h->bus->lock);
-    int n = nbus_bus_broadcast(h->bus, h->name, h->name_len, m->base + ptr, len, 0, 0, NULL);
     *result = n >= expected ? VUDO_OK : VUDO_ERROR;
     return VUDO_HOST_DONE;
 }
@@ -148,7 +152,7 @@ static int too_big(const vudo_host *h, int64_t size) {
 
 int vudo_host_alloc(const vudo_host *h, int32_t size, int32_t *result) {
     *result = 0;
-    if (too_big(h, size)) return VUDO_HOST_DONE;
+    if (size <= 0 || too_big(h, size)) return VUDO_HOST_DONE; /* alloc(0) is 0, as in Python */
     int64_t ptr = heap_alloc(h->heap, h->mem, (uint64_t)size, 8, 1);
     if (ptr < 0) return ptr == VUDO_PY_ERROR ? VUDO_HOST_PY_ERROR : VUDO_HOST_FAULT;
     *result = (int32_t)ptr;
@@ -163,8 +167,8 @@ int vudo_host_free(const vudo_host *h, uint32_t ptr, int32_t size) {
 int vudo_host_realloc(const vudo_host *h, uint32_t ptr, int32_t old_size, int32_t new_size,
                       int32_t *result) {
     *result = 0;
-    if (too_big(h, new_size)) return VUDO_HOST_DONE;
-    int64_t r = heap_realloc(h->heap, h->mem, ptr, old_size < 0 ? 0 : old_size, new_size);
+    if (old_size < 0 || too_big(h, new_size)) return VUDO_HOST_DONE; /* as the Python Loa */
+    int64_t r = heap_realloc(h->heap, h->mem, ptr, old_size, new_size);
     if (r < 0) return r == VUDO_PY_ERROR ? VUDO_HOST_PY_ERROR : VUDO_HOST_FAULT;
     *result = (int32_t)r;
     return VUDO_HOST_DONE;

@@ -78,8 +78,9 @@ int nbus_bus_after_post(vudo_bus *bus, post_info *info, vudo_msg *m, PyObject *f
                         PyObject *to);
 int nbus_bus_broadcast(vudo_bus *bus, const char *from_, size_t from_len,
                        const uint8_t *payload, size_t len, int64_t channel, int gil_held,
-                       PyObject *from_obj);
+                       PyObject *from_obj); /* gil_held 2: no GIL, exceptions propagate */
 int nbus_post_nogil(vudo_bus *bus, vudo_msg *msg);
+int nbus_post_host(vudo_bus *bus, vudo_msg *msg); /* VUDO_PY_ERROR: exception set */
 int nbus_import_python_types(void);
 extern PyObject *nbus_name_taken;  /* vudo.errors.NameTaken, set by nbus_import_python_types */
 

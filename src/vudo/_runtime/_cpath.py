@@ -17,6 +17,7 @@ from . import cnative as _native_core
 from . import ffi
 from ._pypath import PythonBackend, argument_errors
 from .callstate import CallState
+from .native import NativeBus
 
 __all__ = ["NativeBackend"]
 
@@ -75,7 +76,8 @@ class NativeBackend:
     def builtin(
         self, state: CallState, store: wasmtime.Store, name: str, params: tuple[str, ...],
         results: tuple[str, ...], keepalive: list[Any], *, default_time: bool,
-        default_random: bool,
+        default_random: bool, bus: NativeBus | None = None,
+        python: Callable[..., Any] | None = None,
     ) -> tuple[wasmtime.Func, Callable[[int, Any], None]] | None:
         """See :meth:`Backend.builtin`: core host functions implemented in C."""
         host_failed = state.host_failed
@@ -83,6 +85,23 @@ class NativeBackend:
         def fail(exc: BaseException) -> int:
             return host_failed(name, exc)
 
+        if name in _native_core.BUS_FUNCTIONS:
+            if bus is None or python is None:
+                return None
+            if bus.handle is None:
+                bus.handle = _native_core.bus_host(
+                    bus.bus, bus.heap, bus.grow, bus.spirit,
+                    max_message_size=bus.max_message_size, max_alloc=bus.max_alloc,
+                )
+            exhausted = bus.exhausted(name) if name in ("vudo_alloc", "vudo_realloc") else None
+            made_bus = _native_core.bus_builtin_func(
+                store, name, params, results, fail, spirit=state.name, host=bus.handle,
+                python=python, exhausted=exhausted,
+            )
+            if made_bus is None:
+                return None
+            keepalive.append(made_bus[1])
+            return made_bus[0], made_bus[2]
         made = _native_core.builtin_func(
             store, name, params, results, fail, spirit=state.name,
             default_time=default_time, default_random=default_random,

@@ -121,7 +121,7 @@ class PythonBackend:
     def builtin(
         self, state: CallState, store: wasmtime.Store, name: str, params: tuple[str, ...],
         results: tuple[str, ...], keepalive: list[Any], *, default_time: bool,
-        default_random: bool,
+        default_random: bool, bus: Any = None, python: Callable[..., Any] | None = None,
     ) -> tuple[wasmtime.Func, Callable[[int, Any], None]] | None:
         """No built-ins: every host function is a Python one."""
         return None

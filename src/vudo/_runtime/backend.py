@@ -14,10 +14,12 @@ from typing import Any, Protocol
 import wasmtime
 
 from .callstate import CallState
+from .native import NativeBus
 
 __all__ = ["Backend", "HostCallable", "get_backend"]
 
 HostCallable = Callable[..., Any]
+
 
 
 class Backend(Protocol):
@@ -57,12 +59,16 @@ class Backend(Protocol):
     def builtin(
         self, state: CallState, store: wasmtime.Store, name: str, params: tuple[str, ...],
         results: tuple[str, ...], keepalive: list[Any], *, default_time: bool,
-        default_random: bool,
+        default_random: bool, bus: NativeBus | None = None,
+        python: HostCallable | None = None,
     ) -> tuple[wasmtime.Func, Callable[[int, Any], None]] | None:
         """A core host function implemented by the backend itself, or ``None``.
 
         Returns ``(func, bind)``; ``bind(memory_address, logger)`` is called once the instance
-        exists. Only asked for the core Loa's own functions, without tracing.
+        exists. Only asked for the core Loa's own functions, without tracing. The messaging and
+        host-heap functions are asked with ``bus`` (only when the Spirit's broker and heap are
+        the C ones) and ``python``, the Python host function, which the backend calls for the
+        rare cases (faults, caps, a full heap) so they behave exactly as in Python.
         """
         ...
 

@@ -27,16 +27,21 @@ import wasmtime
 from wasmtime import _ffi as wffi
 
 from . import engine as _engine
+from . import native
 from .caps import refuse_text
 
 __all__ = [
     "available",
     "builtin_func",
+    "bus_builtin_func",
+    "bus_host",
     "caller_template",
     "fallback",
     "func_new",
     "gil_stats",
     "is_native_host",
+    "native_bus_available",
+    "native_host_functions",
     "reason",
     "rlock",
     "set_epoch_callback",
@@ -57,6 +62,21 @@ _BUILTINS: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {
     "vudo_println": (5, ("i32", "i32"), ()),
     "vudo_error": (5, ("i32", "i32"), ()),
 }
+# The messaging and host-heap built-ins (bushost.c), served over vudo._nbus's C bus and heap.
+_I = "i32"
+_BUS_BUILTINS: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {
+    "vudo_send": (6, (_I, _I, _I, _I), (_I,)),
+    "vudo_recv": (7, (), (_I,)),
+    "vudo_pending": (8, (), (_I,)),
+    "vudo_broadcast": (9, (_I, _I), (_I,)),
+    "vudo_free_message": (10, (_I,), ()),
+    "vudo_alloc": (11, (_I,), (_I,)),
+    "vudo_free": (12, (_I, _I), ()),
+    "vudo_realloc": (13, (_I, _I, _I), (_I,)),
+}
+#: The host functions that must be served all natively or all in Python (C recv's blocks are
+#: freed by C free_message; both paths tag them in the C heap, so either frees either's).
+BUS_FUNCTIONS = frozenset(_BUS_BUILTINS)
 # The logger method each text built-in calls (the Python Loa calls the same one).
 _TEXT_OUTPUT = {"vudo_print": "print", "vudo_println": "println", "vudo_error": "error"}
 
@@ -242,6 +262,77 @@ def builtin_func(
             host.set_output(getattr(logger, output))
 
     return func_new(store, ty, host), host, bind
+
+
+_nbus_attached: bool | None = None
+
+
+def _attach_nbus() -> bool:
+    """Whether the C API of ``vudo._nbus`` is reachable (its capsule, same ABI version)."""
+    global _nbus_attached
+    if _nbus_attached is None:
+        _nbus_attached = False
+        if _c is not None and native.native_module() is not None:
+            _nbus_attached = bool(_c.nbus_attach())
+            if not _nbus_attached:
+                _log.debug("vudo._nbus's C API is absent or of another ABI version: the "
+                           "messaging host functions stay in Python")
+    return _nbus_attached
+
+
+def native_bus_available() -> bool:
+    """Whether messaging and host-heap host functions can be served in C."""
+    return _active() is not None and _attach_nbus()
+
+
+def bus_host(
+    bus: Any, heap: Any, grow: Callable[[int], Any], spirit: str, *,
+    max_message_size: int | None, max_alloc: int | None,
+) -> Any:
+    """The native state one Spirit's messaging functions share, or ``None`` (fall back)."""
+    if not native_bus_available():
+        return None
+    assert _c is not None
+    return _c.BusHost(bus, heap, grow, spirit,
+                      -1 if max_message_size is None else max_message_size,
+                      -1 if max_alloc is None else max_alloc)
+
+
+def bus_builtin_func(
+    store: wasmtime.Store, name: str, params: tuple[str, ...], results: tuple[str, ...],
+    fail: Callable[[BaseException], int], *, spirit: str, host: Any,
+    python: Callable[..., Any], exhausted: Callable[[], None] | None,
+) -> tuple[wasmtime.Func, Any, Callable[[int, Any], None]] | None:
+    """The C messaging/heap host function ``name`` over ``host`` (from :func:`bus_host`), or
+    ``None``. ``python`` is its Python host function, called for the rare cases."""
+    spec = _BUS_BUILTINS.get(name)
+    if host is None or _active() is None or spec is None or (spec[1], spec[2]) != (
+        params, results
+    ):
+        return None
+    assert _c is not None
+    ty = wasmtime.FuncType(
+        [getattr(wasmtime.ValType, t)() for t in params],
+        [getattr(wasmtime.ValType, t)() for t in results],
+    )
+    fn = _c.Builtin(spec[0], fail, spirit)
+    fn.set_bus(host, python, exhausted)
+
+    def bind(memory_address: int, logger: Any) -> None:
+        fn.set_memory(memory_address)
+
+    return func_new(store, ty, fn), fn, bind
+
+
+def native_host_functions(keepalive: list[Any]) -> set[str]:
+    """The names of the host functions served in C among a Spirit's kept objects (the
+    messaging/heap ones and the clocks, randomness and text built-ins): for tests and
+    diagnostics."""
+    if _c is None:
+        return set()
+    kinds = {kind: name for name, (kind, _, _) in (_BUILTINS | _BUS_BUILTINS).items()}
+    kinds[5] = "vudo_print/println/error"
+    return {kinds[obj.kind] for obj in keepalive if isinstance(obj, _c.Builtin)}
 
 
 def set_epoch_callback(

@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
-__all__ = ["available", "native_module"]
+__all__ = ["NativeBus", "available", "native_module"]
 
 _log = logging.getLogger("vudo.native")
 _ABI_VERSION = 1  # VUDO_NBUS_ABI_VERSION in _nbus/vudo_nbus.h
@@ -49,3 +52,21 @@ def native_module() -> ModuleType | None:
 def available() -> bool:
     """Whether the C message bus and host heap are in use."""
     return native_module() is not None
+
+
+@dataclass(slots=True)
+class NativeBus:
+    """What a backend needs to serve a Spirit's messaging and host-heap functions itself:
+    the Spirit's C ``MessageBus`` and C heap (``vudo._nbus``), the heap's ``grow``, its caps
+    (``None``: none), and ``exhausted(name)``, a callable logging the first refusal of a spell
+    of heap exhaustion as the Python Loa does. ``handle`` is the backend's, made on first use.
+    """
+
+    bus: Any
+    heap: Any
+    grow: Callable[[int], Any]
+    spirit: str
+    max_message_size: int | None
+    max_alloc: int | None
+    exhausted: Callable[[str], Callable[[], None]]
+    handle: Any = None

@@ -17,6 +17,7 @@ from .._runtime.backend import Backend
 from .._runtime.callstate import CallState, trap_cause
 from .._runtime.engine import get_engine
 from ..errors import LinkError, LoadError, UnresolvedImport
+from .native_bus import native_bus
 
 __all__ = ["instantiate", "link_externs", "new_store"]
 
@@ -56,12 +57,15 @@ def link_externs(
     every derived signature that does not match.
 
     The core Loa's own functions may be served by the backend itself (the native core's C
-    clocks, randomness and text output), unless the Spirit is traced.
+    clocks, randomness and text output, and messaging and host heap over the C bus and heap),
+    unless the Spirit is traced.
     """
     externs: list[Any] = []
     imported_memory: wasmtime.Memory | None = None
     problems: list[UnresolvedImport] = []
     binders: list[Callable[[int, Any], None]] = []
+    # The C messaging/heap functions, when the broker and heap are the C ones (native_bus.py).
+    bus = None if trace or backend.name != "native" else native_bus(plan, ctx)
     for entry in plan.imports:
         if entry.memory_type is not None:
             imported_memory = wasmtime.Memory(store, entry.memory_type)
@@ -71,18 +75,23 @@ def link_externs(
             assert ctx.wasi is not None
             externs.append(ctx.wasi.engine_function(entry.name))
             continue
+        python: Any = None
         if not trace and entry.host is not None and entry.host is CORE_LOA.functions.get(
             entry.name
         ):
+            if bus is not None and entry.name in cnative.BUS_FUNCTIONS:
+                python = bind_host_function(entry, ctx, bridge, trace=False)  # its rare paths
             made = backend.builtin(
                 state, store, entry.name, entry.params, entry.results, keepalive,
                 default_time=default_time, default_random=default_random,
+                bus=bus if python is not None else None, python=python,
             )
             if made is not None:
                 externs.append(made[0])
                 binders.append(made[1])
                 continue
-        fn = bind_host_function(entry, ctx, bridge, trace=trace)
+        fn = python if python is not None else bind_host_function(
+            entry, ctx, bridge, trace=trace)
         if isinstance(fn, UnresolvedImport):
             problems.append(fn)
             continue

@@ -85,10 +85,35 @@ def _silence_stdout() -> None:
         pass
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .._runtime.core import core_summary
+
+    click.echo(f"vudo, version {__version__}\n{core_summary()}")
+    ctx.exit()
+
+
+@click.command("version", short_help="Show the version and which core is active.")
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+def version_command(as_json: bool) -> None:
+    """Show vudo's version and which core serves Spirits: the native call path, the C message
+    bus and heap, the messaging host functions in C (VUDO_NATIVE=0 turns all of them off)."""
+    from .._runtime.core import core_status, core_summary
+    from ._output import dump_json
+
+    if as_json:
+        click.echo(dump_json({"command": "version", "ok": True, "version": __version__,
+                              "core": core_status(), "error": None}))
+    else:
+        click.echo(f"vudo, version {__version__}\n{core_summary()}")
+
+
 @click.group(
     "vudo", cls=VudoGroup, context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.version_option(__version__, "-V", "--version", prog_name="vudo")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version and which core is active.")
 @common_options
 def cli() -> None:
     """vudo: run WebAssembly Spirits from the command line.
@@ -110,6 +135,7 @@ cli.add_command(inspect_command)
 cli.add_command(stubs_command)
 cli.add_command(seance_command)
 cli.add_command(trace_command)
+cli.add_command(version_command)
 
 
 def main(args: Sequence[str] | None = None) -> None:

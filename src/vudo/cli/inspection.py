@@ -26,6 +26,7 @@ from .._memory.guest_alloc import (
     memory_warning,
     recognised_allocator,
 )
+from .._runtime.core import core_status, core_summary
 from .._runtime.wasmcode import grows_memory
 from .._runtime.wasmscan import ModuleShape, ScanError, scan
 from ..abi import HOST_FUNCTIONS_BY_NAME
@@ -148,6 +149,7 @@ def inspect_module(path: Path, loas: LoaRegistry | None = None) -> dict[str, Any
         "memories": memories,
         "data": {"segments": shape.data_segments, "bytes": shape.data_bytes},
         "warnings": warnings,
+        "core": core_status(),
     }
 
 
@@ -183,6 +185,7 @@ def _render(report: dict[str, Any], console: Console) -> None:
         ))
     console.print(Text(f"Loas needed: {', '.join(report['loas']) or '(none)'}"))
     console.print(Text(f"host allocator: {report['host_allocator']}"))
+    console.print(Text(core_summary()))
     for warning in report["warnings"]:
         console.print(Text(f"warning: {warning}", style="yellow"))
 

@@ -78,6 +78,7 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
     recv, peek, requeue = inbox.recv, inbox.peek, inbox.requeue
     finished = inbox.finished if inbox.done is not None else None
     alloc, write = mem.allocator.alloc, mem.write_bytes  # bound once: this is a hot path
+    mark = _marker(mem.allocator)
 
     def take_then_allocate() -> int:
         # In-process broker: take the message, and put it back if the heap is full.
@@ -102,6 +103,8 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
                 return 0
         write(ptr, block)
         outstanding.add(ptr)
+        if mark is not None:
+            mark(ptr)
         return ptr
 
     def allocate_then_take() -> int:
@@ -132,11 +135,20 @@ def vudo_recv(ctx: HostContext) -> Callable[[], int]:
                 ptr = bigger
         mem.write_bytes(ptr, block)
         outstanding.add(ptr)
+        if mark is not None:
+            mark(ptr)
         if finished is not None:
             finished[ptr] = taken  # acknowledged to the broker when the Spirit frees it
         return ptr
 
     return take_then_allocate if requeue is not None else allocate_then_take
+
+
+def _marker(allocator: object) -> Callable[[int], object] | None:
+    """The C heap's ``mark_message`` (``None`` for other heaps): a received block is tagged
+    there, so the native ``vudo_free_message`` frees blocks this Loa handed out and back."""
+    mark = getattr(allocator, "mark_message", None)
+    return mark if callable(mark) else None
 
 
 #: The sender of the notice that replaces a message the receiver can never allocate.
@@ -192,13 +204,20 @@ def vudo_free_message(ctx: HostContext) -> Callable[[int], None]:
     free = ctx.memory.allocator.free
     inbox = ctx.inbox
     outstanding, done, finished = inbox.outstanding, inbox.done, inbox.finished
+    # With the C heap its tag says which blocks are messages, whichever path received them.
+    tagged = getattr(ctx.memory.allocator, "is_message", None)
 
     def host(ptr: int) -> None:
         ptr &= _MASK
-        try:
-            outstanding.remove(ptr)
-        except KeyError:
-            return  # not a message block: never free what the Spirit did not receive
+        if tagged is not None:
+            outstanding.discard(ptr)
+            if not tagged(ptr):
+                return  # not a message block: never free what the Spirit did not receive
+        else:
+            try:
+                outstanding.remove(ptr)
+            except KeyError:
+                return  # not a message block: never free what the Spirit did not receive
         free(ptr)
         if done is not None:
             msg = finished.pop(ptr, None)
