@@ -153,6 +153,19 @@ class CallState:
         """The aborted call has returned: later calls run normally."""
         self.aborting = False
 
+    def check_waiting(self) -> None:
+        """Raise what ends this Spirit's running call, if anything does, while the call waits
+        for another Spirit's lock (the epoch callback cannot fire outside wasm)."""
+        if self.cancelled:
+            raise SpiritTerminated(self.name, self.current_function,
+                                   self.termination_cause or "dismissed")
+        if self.aborting:
+            raise CallCancelled(self.name, self.current_function)
+        deadline = self.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            raise SpiritTimeout(self.name, self.current_function, "timeout",
+                                f"{self.limits.timeout}s")
+
     # --------------------------------------------------------------------------- sleep
     def sleep(self, ms: int, provider_sleep: Callable[[int], None] | None) -> None:
         """Pause the calling Spirit for ``ms`` (negative: 0), within its deadline.
