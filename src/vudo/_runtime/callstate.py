@@ -10,6 +10,7 @@ Python one and the native one) drive it the same way.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from ..errors import (
     SpiritTerminated,
     SpiritTimeout,
     SpiritTrap,
+    StackExhausted,
     VudoError,
 )
 from . import ffi, safety, signals
@@ -44,6 +46,13 @@ def trap_cause(message: str) -> str:
     _, sep, cause = message.partition("Caused by:")
     text = cause if sep else message
     return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+def _recursion_rooted(exc: BaseException) -> bool:
+    """Whether ``exc`` is the recursion limit (ctypes reports it as an ``ArgumentError``)."""
+    if isinstance(exc, RecursionError):
+        return True
+    return isinstance(exc, ctypes.ArgumentError) and "RecursionError" in _safe_str(exc)
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -224,6 +233,13 @@ class CallState:
             if isinstance(exc, MemoryAccessError) and exc.function is None:
                 exc.function = hname
                 exc.spirit = exc.spirit or self.name
+            elif _recursion_rooted(exc) and not isinstance(exc, VudoError):
+                # The host function ran out of Python stack (a call started near the
+                # recursion limit, or its own runaway recursion): a refusal, not a bug.
+                wrapped = self._exhausted(self.current_function,
+                                          f"host function {hname} could not complete")
+                wrapped.__cause__ = exc
+                exc = wrapped
             elif not isinstance(exc, VudoError | KeyboardInterrupt | SystemExit):
                 wrapped = HostFunctionError(
                     self.name, self.current_function,
@@ -241,23 +257,36 @@ class CallState:
 
     def failed(self, function: str, err: int | None, trapbuf: ctypes.c_void_p) -> NoReturn:
         """Turn a failed call into the right exception (always raises)."""
-        message, code, frames = "", None, []
-        if trapbuf.value:
-            trap = ffi.take_trap(trapbuf.value)
-            trapbuf.value = None
-            message = trap_cause(trap.message)
-            code = trap.trap_code
-            frames = [
-                f"{f.func_name or f'func[{f.func_index}]'} @ 0x{f.module_offset:x}"
-                for f in trap.frames
-            ]
-        if err:
-            message = ffi.error_message(err)
         pending, self.pending = self.pending, None
         interrupt, self.interrupt = self.interrupt, None
         if not self.stack:
             self.deadline = None
+        message, code, frames = "", None, []
+        try:
+            if trapbuf.value:
+                address, trapbuf.value = trapbuf.value, None
+                trap = ffi.take_trap(address)
+                message = trap_cause(trap.message)
+                code = trap.trap_code
+                frames = [
+                    f"{f.func_name or f'func[{f.func_index}]'} @ 0x{f.module_offset:x}"
+                    for f in trap.frames
+                ]
+            if err:
+                message = ffi.error_message(err)
+        except (RecursionError, ctypes.ArgumentError) as exc:
+            # At the recursion limit ctypes cannot even decode the trap: what the call
+            # recorded (a host function's exception) is still the cause.
+            if not _recursion_rooted(exc):
+                raise
+            if pending is None:
+                raise self._exhausted(function, "its failure could not be decoded") from exc
         raise self.classify(function, pending, interrupt, message, code, frames)
+
+    def _exhausted(self, function: str, what: str) -> StackExhausted:
+        return StackExhausted(
+            f"call {function!r} on Spirit {self.name!r} reached the Python recursion limit "
+            f"({sys.getrecursionlimit()}): {what}")
 
     def classify(
         self, function: str, pending: BaseException | None, interrupt: str | None,
