@@ -229,15 +229,17 @@ class CallState:
     # --------------------------------------------------------------------------- failures
     def host_failed(self, hname: str, exc: BaseException) -> int:
         """A host function raised: remember why, and return the trap that stops the Spirit."""
+        wrapped: BaseException
         try:
             if isinstance(exc, MemoryAccessError) and exc.function is None:
                 exc.function = hname
                 exc.spirit = exc.spirit or self.name
             elif _recursion_rooted(exc) and not isinstance(exc, VudoError):
                 # The host function ran out of Python stack (a call started near the
-                # recursion limit, or its own runaway recursion): a refusal, not a bug.
-                wrapped = self._exhausted(self.current_function,
-                                          f"host function {hname} could not complete")
+                # recursion limit, or its own runaway recursion): say so, by type.
+                wrapped = StackExhausted(
+                    f"host function {hname} of Spirit {self.name!r} reached the Python "
+                    f"recursion limit ({sys.getrecursionlimit()})")
                 wrapped.__cause__ = exc
                 exc = wrapped
             elif not isinstance(exc, VudoError | KeyboardInterrupt | SystemExit):
@@ -280,13 +282,11 @@ class CallState:
             if not _recursion_rooted(exc):
                 raise
             if pending is None:
-                raise self._exhausted(function, "its failure could not be decoded") from exc
+                raise StackExhausted(
+                    f"call {function!r} on Spirit {self.name!r} failed at the Python "
+                    f"recursion limit ({sys.getrecursionlimit()}), too deep to decode why"
+                ) from exc
         raise self.classify(function, pending, interrupt, message, code, frames)
-
-    def _exhausted(self, function: str, what: str) -> StackExhausted:
-        return StackExhausted(
-            f"call {function!r} on Spirit {self.name!r} reached the Python recursion limit "
-            f"({sys.getrecursionlimit()}): {what}")
 
     def classify(
         self, function: str, pending: BaseException | None, interrupt: str | None,
