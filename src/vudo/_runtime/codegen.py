@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import signals, valtypes
+from . import signals, stackcheck, valtypes
 
 __all__ = ["INT_LIMITS", "caller_template", "generate", "trampoline_template"]
 
@@ -63,6 +63,7 @@ def caller_template(
     if n:
         lines.append(f"        {', '.join(names)}{',' if n == 1 else ''} = args")
     lines += [
+        "        stack_check(state, name)",
         "        acquire()",
         "        try:",
         "            guard = state.guard",
@@ -109,7 +110,8 @@ def caller_template(
         "",
     ]
     label = _sig_key(params, results) + (" tracked" if tracked else "")
-    ns = generate("caller", label, "\n".join(lines), dict(valtypes.TEMPLATE_NAMES))
+    namespace = {**valtypes.TEMPLATE_NAMES, "stack_check": stackcheck.check}
+    ns = generate("caller", label, "\n".join(lines), namespace)
     tmpl = cast(Callable[..., Any], ns["make"])
     _CALLER_CACHE[key] = tmpl
     return tmpl
