@@ -74,22 +74,27 @@ class Waiter:
         and stopping when ``state``'s call is interrupted; its result."""
         done.add_done_callback(lambda _: self._wake.set())
         try:
-            while not done.done():
-                with spiritlock.waiting_for_thread(other):
-                    self._wake.wait(spiritlock.WAIT_SLICE)
-                self._wake.clear()
-                self._drain()
-                if state is not None and not done.done():
-                    try:
-                        state.check_waiting()
-                    except BaseException:
-                        done.cancel()  # the coroutine is cancelled, not left running
-                        raise
+            with spiritlock.waiting_for_thread(other):
+                self._wait(done, state)
         finally:
             with self._guard:
                 self._open = False
             self._drain()  # jobs submitted before it closed still run, here
         return done.result()
+
+    def _wait(self, done: concurrent.futures.Future[Any], state: CallState | None) -> None:
+        while not done.done():
+            self._wake.wait(spiritlock.WAIT_SLICE)
+            self._wake.clear()
+            if self._jobs:
+                with spiritlock.not_waiting():  # running a call is not waiting
+                    self._drain()
+            if state is not None and not done.done():
+                try:
+                    state.check_waiting()
+                except BaseException:
+                    done.cancel()  # the coroutine is cancelled, not left running
+                    raise
 
 
 async def _served_by(waiter: Waiter, coro: Coroutine[Any, Any, Any]) -> Any:

@@ -6,10 +6,12 @@ uncontended acquire never leaves C (or ``threading.Lock.acquire``); a contended 
 here, on both paths:
 
 * **Deadlock detection.** This module keeps the waits-for graph (thread -> the lock it waits
-  for; lock -> the thread holding it). A thread about to wait for a lock whose holder waits,
-  through any chain, for a lock this thread holds is refused at once with
+  for, or the thread it waits for; lock -> the thread holding it). A thread about to wait for
+  a lock whose holder waits, through any chain, for this thread is refused at once with
   :class:`~vudo.errors.DeadlockError`: the *second* waiter of a cycle fails, its Spirit call
-  unwinds and releases its lock, and the first waiter proceeds.
+  unwinds and releases its lock, and the first waiter proceeds. A waiter re-checks at every
+  slice, for a cycle closed by a thread wait (a call waiting for its async host function on
+  an event loop, which records no lock) registered after it started waiting.
 * **Interruptible waits.** The wait runs in slices of one epoch tick; between slices it ends
   with the caller's own exception when a Spirit whose call this thread is inside times out, is
   cancelled (``cancel_call``) or is dismissed (``interrupt``/``dismiss``). (The holder of the
@@ -29,7 +31,8 @@ from typing import Any
 from ..errors import DeadlockError
 from .callstate import CallState
 
-__all__ = ["SpiritLock", "contended_wait", "new_spirit_lock", "owner_of", "waiting_for_thread"]
+__all__ = ["SpiritLock", "contended_wait", "new_spirit_lock", "not_waiting", "owner_of",
+           "waiting_for_thread"]
 
 #: Seconds between two checks of a waiting call's interruptions (one epoch tick).
 WAIT_SLICE = 0.005
@@ -185,6 +188,19 @@ def waiting_for_thread(other: int | None) -> Iterator[None]:
             _restore(me, previous)
 
 
+@contextmanager
+def not_waiting() -> Iterator[None]:
+    """Suspend this thread's waits-for record (it runs a call meanwhile)."""
+    me = _get_ident()
+    with _graph:
+        previous = _waiting.pop(me, None)
+    try:
+        yield
+    finally:
+        with _graph:
+            _restore(me, previous)
+
+
 def _restore(me: int, previous: Any) -> None:
     if previous is None:
         _waiting.pop(me, None)
@@ -209,6 +225,10 @@ def contended_wait(lock: Any, timeout: float) -> bool:
             step = WAIT_SLICE if give_up is None else min(WAIT_SLICE, give_up - time.monotonic())
             if lock._wait(step):
                 return True
+            with _graph:  # a thread's wait for this one may have closed a cycle since
+                chain = _cycle(lock, me)
+            if chain is not None:
+                raise _deadlock(lock, chain, me)
             for state in held:
                 state.check_waiting()
             if give_up is not None and time.monotonic() >= give_up:
