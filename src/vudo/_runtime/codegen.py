@@ -63,7 +63,8 @@ def caller_template(
     if n:
         lines.append(f"        {', '.join(names)}{',' if n == 1 else ''} = args")
     lines += [
-        "        stack_check(state, name)",
+        "        if not stack_checked.ok:",
+        "            stack_check(state, name)",
         "        acquire()",
         "        try:",
         "            guard = state.guard",
@@ -110,7 +111,8 @@ def caller_template(
         "",
     ]
     label = _sig_key(params, results) + (" tracked" if tracked else "")
-    namespace = {**valtypes.TEMPLATE_NAMES, "stack_check": stackcheck.check}
+    namespace = {**valtypes.TEMPLATE_NAMES, "stack_check": stackcheck.check,
+                 "stack_checked": stackcheck.checked}
     ns = generate("caller", label, "\n".join(lines), namespace)
     tmpl = cast(Callable[..., Any], ns["make"])
     _CALLER_CACHE[key] = tmpl

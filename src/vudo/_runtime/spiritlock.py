@@ -21,6 +21,7 @@ here, on both paths:
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import weakref
@@ -48,51 +49,44 @@ _get_ident = threading.get_ident
 
 class SpiritLock:
     """A re-entrant lock with ``threading.RLock``'s API whose contended acquire goes through
-    :func:`contended_wait` (the pure-Python counterpart of the native ``RLock``)."""
+    :func:`contended_wait` (the pure-Python counterpart of the native ``RLock``).
 
-    __slots__ = ("__weakref__", "_block", "_count", "_owner")
+    It wraps a ``threading.RLock``: an uncontended or re-entrant acquire is one non-blocking C
+    acquire, and ``release`` is the RLock's own."""
+
+    __slots__ = ("__weakref__", "_is_owned", "_rlock", "release")
 
     def __init__(self) -> None:
-        self._block = threading.Lock()
-        self._owner = 0
-        self._count = 0
+        self._rlock = threading.RLock()
+        #: Release once (``RuntimeError`` if the calling thread does not hold it).
+        self.release = self._rlock.release
+        self._is_owned = self._rlock._is_owned  # type: ignore[attr-defined]
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire (re-entrantly); ``False`` if not acquired within ``timeout``."""
-        me = _get_ident()
-        if self._owner == me:
-            self._count += 1
-            return True
-        if self._block.acquire(False):
-            self._owner, self._count = me, 1
+        if self._rlock.acquire(False):
             return True
         if not blocking or timeout == 0:
             return False
         return contended_wait(self, timeout)
 
     def _wait(self, seconds: float) -> bool:
-        if self._block.acquire(timeout=max(seconds, 0.0)):
-            self._owner, self._count = _get_ident(), 1
-            return True
-        return False
+        return self._rlock.acquire(timeout=max(seconds, 0.0))
 
-    def release(self) -> None:
-        """Release once (``RuntimeError`` if the calling thread does not hold it)."""
-        if self._owner != _get_ident() or self._count == 0:
-            raise RuntimeError("cannot release un-acquired lock")
-        self._count -= 1
-        if self._count == 0:
-            self._owner = 0
-            self._block.release()
-
-    def _is_owned(self) -> bool:
-        return self._owner == _get_ident() and self._count > 0
+    @property
+    def _owner(self) -> int:
+        # Only the contended path asks; RLock tells its owner only in its repr.
+        match = _OWNER.search(repr(self._rlock))
+        return int(match.group(1)) if match else 0
 
     def __enter__(self) -> bool:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_OWNER = re.compile(r"owner=(\d+)")
 
 
 def owner_of(lock: Any) -> int:

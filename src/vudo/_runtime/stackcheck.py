@@ -19,13 +19,23 @@ from typing import Any, NoReturn
 
 from ..errors import StackExhausted
 
-__all__ = ["HOST_MARGIN", "check", "needed", "record_budget", "refuse", "thread_stack_size"]
+__all__ = ["HOST_MARGIN", "check", "checked", "needed", "record_budget", "refuse",
+           "thread_stack_size"]
 
 #: Native stack kept for host functions under the deepest wasm frame, beyond the budget.
 HOST_MARGIN = 128 * 1024
 
 _budget = 512 * 1024  # wasmtime's default until the engine records its own
-_tls = threading.local()
+
+
+class _Checked(threading.local):
+    """Per thread: whether its stack was found big enough (the Python path reads ``ok``)."""
+
+    ok = False
+
+
+#: The generated Python call path calls :func:`check` only while ``checked.ok`` is false.
+checked = _Checked()
 
 
 def record_budget(budget: int) -> int:
@@ -87,9 +97,8 @@ def refuse(state: Any, function: str, left: int) -> NoReturn:
 
 
 def check(state: Any, function: str) -> None:
-    """The Python call path's check (once per thread; cached)."""
-    size = getattr(_tls, "size", 0)
-    if size == 0:
-        size = _tls.size = thread_stack_size() or -1
-    if 0 < size < needed():
+    """The Python call path's check: refuse, or mark the calling thread as checked."""
+    size = thread_stack_size()
+    if size is not None and size < needed():
         refuse(state, function, size)
+    checked.ok = True
