@@ -117,6 +117,9 @@ class CallState:
             return  # a nested (re-entrant) call runs on the outer call's budget
         self.arm_store()
 
+    #: The Spirit's lock (set by ``spiritlock.new_spirit_lock``): the generated call path takes
+    #: it through a non-blocking acquire first, and through ``lock.acquire()`` when contended.
+    lock: Any = None
     #: Set by the Spirit: arms the store's fuel; ``None`` until the store exists.
     set_fuel: Callable[[int], None] | None = None
     #: Set by the Spirit: moves the store's epoch deadline (a deferred signal handler may call

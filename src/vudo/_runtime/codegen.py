@@ -65,7 +65,8 @@ def caller_template(
     lines += [
         "        if not stack_checked.ok:",
         "            stack_check(state, name)",
-        "        acquire()",
+        "        if not acquire(False):",  # contended: the deadlock-checked wait
+        "            state.lock.acquire()",
         "        try:",
         "            guard = state.guard",
         "            if guard is not None:",

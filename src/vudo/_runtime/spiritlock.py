@@ -54,12 +54,15 @@ class SpiritLock:
     It wraps a ``threading.RLock``: an uncontended or re-entrant acquire is one non-blocking C
     acquire, and ``release`` is the RLock's own."""
 
-    __slots__ = ("__weakref__", "_is_owned", "_rlock", "release")
+    __slots__ = ("__weakref__", "_is_owned", "_rlock", "release", "try_acquire")
 
     def __init__(self) -> None:
         self._rlock = threading.RLock()
         #: Release once (``RuntimeError`` if the calling thread does not hold it).
         self.release = self._rlock.release
+        #: ``try_acquire(False)``: the RLock's own non-blocking acquire, for the generated call
+        #: path (which calls :meth:`acquire` only when it fails).
+        self.try_acquire = self._rlock.acquire
         self._is_owned = self._rlock._is_owned  # type: ignore[attr-defined]
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -106,6 +109,7 @@ def new_spirit_lock(state: CallState, native: Any) -> Any:
     else:
         lock = SpiritLock()
     _states[lock] = weakref.ref(state)
+    state.lock = lock
     return lock
 
 
