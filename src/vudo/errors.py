@@ -10,6 +10,7 @@ __all__ = [
     "BrokerUnavailable",
     "CallCancelled",
     "ConfigError",
+    "DeadlockError",
     "FuelExhausted",
     "GuestAllocatorError",
     "HostFunctionError",
@@ -216,6 +217,27 @@ class CallCancelled(SpiritError):
 
     def _describe(self) -> str:
         return f"call {self.function} of Spirit {self.spirit!r} was cancelled"
+
+
+class DeadlockError(SpiritError):
+    """A call was refused because waiting for a Spirit would deadlock: that Spirit is busy on a
+    thread that waits, directly or through other threads, for a Spirit this thread's call holds.
+
+    ``spirit``/``function`` name the call this thread is in (whose host function made the
+    refused call), ``waiting_for`` the Spirit it wanted, ``cycle`` the Spirits of the cycle.
+    """
+
+    def __init__(self, spirit: str, function: str, waiting_for: str, cycle: str) -> None:
+        self.spirit = spirit
+        self.function = function
+        self.waiting_for = waiting_for
+        self.cycle = cycle
+        super().__init__(spirit, function, waiting_for, cycle)
+
+    def _describe(self) -> str:
+        return (f"call into Spirit {self.waiting_for!r} from {self.function} of Spirit "
+                f"{self.spirit!r} would deadlock: its thread waits for a Spirit this call "
+                f"holds (cycle {self.cycle})")
 
 
 class SpiritTerminated(SpiritError):

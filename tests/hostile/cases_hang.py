@@ -111,9 +111,7 @@ CASES = [
         (module (import "env" "h" (func $h (result i32)))
           (func (export "outer") (result i32) call $h)
           (func (export "inner") (result i32) i32.const 42))""", _ASYNC_SELF,
-         check=lambda o: o.get("result") == 42 or "VudoError" in o.get("raised", []),
-         xfail="lead (seance): the re-entrant invoke waits for the worker thread that holds "
-               "the Spirit's lock; it must run re-entrantly or fail fast"),
+         check=lambda o: o.get("result") == 42),  # re-entrant, as a sync host function
     Case("two_spirits_invoke_each_other_from_two_threads", """
         (module (import "env" "other" (func $o (result i32)))
           (func (export "outer") (result i32) call $o)
@@ -136,9 +134,9 @@ CASES = [
         os._exit(0)
         """, check=lambda o: isinstance(o["result"], dict) and all(
             v.get("result") == 7 or "VudoError" in v.get("raised", [])
-            for v in o["result"].values()),
-         xfail="lead (seance/spirit locks): a call waiting for another Spirit's lock is not "
-               "interruptible and no lock-order check fails it fast"),
+            for v in o["result"].values())
+         and sorted(v.get("raised", ["ok"])[0] for v in o["result"].values())
+         == ["DeadlockError", "ok"]),  # the second waiter is refused, the first completes
     Case("cancelled_async_invoke_frees_the_spirit", SPIN, """
         import asyncio
         async def main():

@@ -3,6 +3,8 @@
  * `failed` helpers), with wasmtime_func_call_unchecked called directly. */
 #include "native.h"
 
+#include <pthread.h>
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -22,6 +24,51 @@ typedef struct {
 } Caller;
 
 static PyObject *str_guard;
+
+/* The engine's wasm stack budget is fixed when it is created: a call on a thread whose stack
+ * cannot hold it (plus room for host functions) is refused with StackExhausted rather than
+ * left to overflow that stack (vudo/_runtime/stackcheck.py has the policy). */
+static _Thread_local char *stack_low; /* lowest address of this thread's stack; NULL unknown */
+static _Thread_local int stack_known;
+static size_t stack_needed;
+
+static PyObject *stackcheck_call(const char *fn, PyObject *a, PyObject *b, size_t left) {
+    PyObject *m = PyImport_ImportModule("vudo._runtime.stackcheck");
+    if (m == NULL) return NULL;
+    PyObject *r = a == NULL ? PyObject_CallMethod(m, fn, NULL)
+                            : PyObject_CallMethod(m, fn, "OOn", a, b, (Py_ssize_t)left);
+    Py_DECREF(m);
+    return r;
+}
+
+static int check_stack(Caller *self) {
+    if (!stack_known) {
+        pthread_attr_t attr;
+        void *addr = NULL;
+        size_t size = 0;
+        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+            if (pthread_attr_getstack(&attr, &addr, &size) == 0) stack_low = addr;
+            pthread_attr_destroy(&attr);
+        }
+        stack_known = 1;
+    }
+    if (stack_low == NULL) return 0;
+    if (stack_needed == 0) {
+        PyObject *r = stackcheck_call("needed", NULL, NULL, 0);
+        if (r == NULL) return -1;
+        stack_needed = PyLong_AsSize_t(r);
+        Py_DECREF(r);
+        if (stack_needed == (size_t)-1 && PyErr_Occurred()) {
+            stack_needed = 0;
+            return -1;
+        }
+    }
+    char *here = __builtin_frame_address(0);
+    size_t left = here > stack_low ? (size_t)(here - stack_low) : 0;
+    if (left >= stack_needed) return 0;
+    Py_XDECREF(stackcheck_call("refuse", self->spirit, self->name, left));
+    return -1;
+}
 
 /* 0: stored; 1: not representable (let `convert` raise the TypeError); -1: error set. */
 static int put_int(PyObject *v, char t, wasmtime_val_raw_t *slot) {
@@ -122,6 +169,7 @@ static PyObject *caller_vectorcall(PyObject *op, PyObject *const *args, size_t n
         call_with_args_tuple(self->arity, args, n);
         return NULL;
     }
+    if (check_stack(self) < 0) return NULL;
     PyObject *r;
     if (self->lock != NULL) {
         if (vudo_rlock_acquire(self->lock, -1) < 0) return NULL;

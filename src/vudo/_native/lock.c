@@ -2,7 +2,8 @@
  * nanoseconds when the native call path takes it directly: RLock.acquire parses its arguments
  * and reads the clock on every call, which was a third of a native `add` call. Waiting
  * releases the GIL and is interruptible: a signal handler that raises (Ctrl-C) ends the wait
- * with its exception, as with threading.RLock. */
+ * with its exception, as with threading.RLock. A contended acquire goes through a Python hook
+ * (deadlock detection, waits bounded by the caller's timeout/interrupt/dismiss). */
 #include "native.h"
 
 #include <errno.h>
@@ -20,20 +21,13 @@ typedef struct {
 
 int vudo_rlock_check(PyObject *op) { return PyObject_TypeCheck(op, &vudo_RLockType); }
 
-/* 1 acquired, 0 timed out (or busy with timeout 0), -1 exception set. timeout < 0: forever. */
-int vudo_rlock_acquire(PyObject *op, double timeout) {
-    RLock *self = (RLock *)op;
-    unsigned long tid = PyThread_get_thread_ident();
-    if (self->count > 0 && self->owner == tid) {
-        if (self->count == ULONG_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "internal lock count overflowed");
-            return -1;
-        }
-        self->count++;
-        return 1;
-    }
-    if (sem_trywait(&self->sem) == 0) goto got;
-    if (timeout == 0) return 0;
+/* Python's handler of a contended acquire (vudo._runtime.spiritlock.contended_wait), or NULL.
+ * It checks the waits-for graph for a deadlock and waits in slices through `_wait`, so a
+ * timeout, `interrupt()` or `dismiss()` of the caller ends the wait. */
+static PyObject *wait_hook = NULL;
+
+/* Block until acquired: 1 acquired, 0 timed out, -1 exception set. timeout < 0: forever. */
+static int rlock_wait(RLock *self, double timeout) {
     struct timespec deadline;
     if (timeout > 0) {
         clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -48,24 +42,52 @@ int vudo_rlock_acquire(PyObject *op, double timeout) {
     for (;;) {
         int rc, err;
         Py_BEGIN_ALLOW_THREADS
-        rc = timeout < 0 ? sem_wait(&self->sem)
-                         : sem_clockwait(&self->sem, CLOCK_MONOTONIC, &deadline);
+        rc = timeout < 0    ? sem_wait(&self->sem)
+             : timeout == 0 ? sem_trywait(&self->sem)
+                            : sem_clockwait(&self->sem, CLOCK_MONOTONIC, &deadline);
         err = errno;
         Py_END_ALLOW_THREADS
-        if (rc == 0) goto got;
+        if (rc == 0) break;
         if (err == EINTR) {
             if (Py_MakePendingCalls() < 0) return -1; /* runs signal handlers */
             continue;
         }
-        if (err == ETIMEDOUT) return 0;
+        if (err == ETIMEDOUT || err == EAGAIN) return 0;
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-got:
-    self->owner = tid;
+    self->owner = PyThread_get_thread_ident();
     self->count = 1;
     return 1;
+}
+
+/* 1 acquired, 0 timed out (or busy with timeout 0), -1 exception set. timeout < 0: forever. */
+int vudo_rlock_acquire(PyObject *op, double timeout) {
+    RLock *self = (RLock *)op;
+    unsigned long tid = PyThread_get_thread_ident();
+    if (self->count > 0 && self->owner == tid) {
+        if (self->count == ULONG_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "internal lock count overflowed");
+            return -1;
+        }
+        self->count++;
+        return 1;
+    }
+    if (sem_trywait(&self->sem) == 0) {
+        self->owner = tid;
+        self->count = 1;
+        return 1;
+    }
+    if (timeout == 0) return 0;
+    if (wait_hook != NULL) {
+        PyObject *r = PyObject_CallFunction(wait_hook, "Od", op, timeout);
+        if (r == NULL) return -1;
+        int ok = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        return ok;
+    }
+    return rlock_wait(self, timeout);
 }
 
 int vudo_rlock_release(PyObject *op) {
@@ -138,6 +160,33 @@ static PyObject *rlock_is_owned(PyObject *op, PyObject *unused) {
     return PyBool_FromLong(self->count > 0 && self->owner == PyThread_get_thread_ident());
 }
 
+static PyObject *rlock_wait_py(PyObject *op, PyObject *arg) {
+    double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1 && PyErr_Occurred()) return NULL;
+    int r = rlock_wait((RLock *)op, seconds < 0 ? 0 : seconds);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *rlock_owner(PyObject *op, void *unused) {
+    RLock *self = (RLock *)op;
+    return PyLong_FromUnsignedLong(self->count > 0 ? self->owner : 0);
+}
+
+static PyObject *rlock_set_wait_hook(PyObject *unused, PyObject *hook) {
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "the wait hook must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(wait_hook, hook == Py_None ? NULL : Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
+static PyGetSetDef rlock_getset[] = {
+    {"_owner", rlock_owner, NULL, "Ident of the thread holding it, or 0.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyObject *rlock_repr(PyObject *op) {
     RLock *self = (RLock *)op;
     return PyUnicode_FromFormat("<vudo native RLock %s owner=%lu count=%lu>",
@@ -151,6 +200,10 @@ static PyMethodDef rlock_methods[] = {
     {"__enter__", rlock_enter, METH_NOARGS, "acquire()"},
     {"__exit__", rlock_exit, METH_VARARGS, "release()"},
     {"_is_owned", rlock_is_owned, METH_NOARGS, "Whether the calling thread holds it."},
+    {"_wait", rlock_wait_py, METH_O,
+     "_wait(seconds) -> bool: block up to `seconds` for the lock (the contended path)."},
+    {"_set_wait_hook", rlock_set_wait_hook, METH_O | METH_STATIC,
+     "Set the Python handler of contended acquires (None: wait in C)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -163,6 +216,7 @@ PyTypeObject vudo_RLockType = {
     .tp_new = rlock_new,
     .tp_dealloc = rlock_dealloc,
     .tp_methods = rlock_methods,
+    .tp_getset = rlock_getset,
     .tp_repr = rlock_repr,
     .tp_weaklistoffset = offsetof(RLock, weakrefs),
 };

@@ -83,7 +83,8 @@ class PythonBackend:
         tmpl = caller_template(params, results, state.tracked)
         c = ctypes.c_void_p
         call = tmpl(
-            state, name, lock.acquire, lock.release, state.stack, c(ffi.context_address(store)),
+            state, name, getattr(lock, "try_acquire", lock.acquire), lock.release, state.stack,
+            c(ffi.context_address(store)),
             c(ctypes.addressof(func._func)), buf, c(ctypes.addressof(buf)), trapbuf,
             c(ctypes.addressof(trapbuf)), ctypes.c_size_t(max(len(params), len(results))),
             ffi.call_unchecked, state.failed, convert, arity,

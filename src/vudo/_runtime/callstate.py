@@ -10,6 +10,7 @@ Python one and the native one) drive it the same way.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from ..errors import (
     SpiritTerminated,
     SpiritTimeout,
     SpiritTrap,
+    StackExhausted,
     VudoError,
 )
 from . import ffi, safety, signals
@@ -44,6 +46,13 @@ def trap_cause(message: str) -> str:
     _, sep, cause = message.partition("Caused by:")
     text = cause if sep else message
     return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+def _recursion_rooted(exc: BaseException) -> bool:
+    """Whether ``exc`` is the recursion limit (ctypes reports it as an ``ArgumentError``)."""
+    if isinstance(exc, RecursionError):
+        return True
+    return isinstance(exc, ctypes.ArgumentError) and "RecursionError" in _safe_str(exc)
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -108,6 +117,9 @@ class CallState:
             return  # a nested (re-entrant) call runs on the outer call's budget
         self.arm_store()
 
+    #: The Spirit's lock (set by ``spiritlock.new_spirit_lock``): the generated call path takes
+    #: it through a non-blocking acquire first, and through ``lock.acquire()`` when contended.
+    lock: Any = None
     #: Set by the Spirit: arms the store's fuel; ``None`` until the store exists.
     set_fuel: Callable[[int], None] | None = None
     #: Set by the Spirit: moves the store's epoch deadline (a deferred signal handler may call
@@ -152,6 +164,19 @@ class CallState:
     def call_aborted(self) -> None:
         """The aborted call has returned: later calls run normally."""
         self.aborting = False
+
+    def check_waiting(self) -> None:
+        """Raise what ends this Spirit's running call, if anything does, while the call waits
+        for another Spirit's lock (the epoch callback cannot fire outside wasm)."""
+        if self.cancelled:
+            raise SpiritTerminated(self.name, self.current_function,
+                                   self.termination_cause or "dismissed")
+        if self.aborting:
+            raise CallCancelled(self.name, self.current_function)
+        deadline = self.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            raise SpiritTimeout(self.name, self.current_function, "timeout",
+                                f"{self.limits.timeout}s")
 
     # --------------------------------------------------------------------------- sleep
     def sleep(self, ms: int, provider_sleep: Callable[[int], None] | None) -> None:
@@ -207,10 +232,19 @@ class CallState:
     # --------------------------------------------------------------------------- failures
     def host_failed(self, hname: str, exc: BaseException) -> int:
         """A host function raised: remember why, and return the trap that stops the Spirit."""
+        wrapped: BaseException
         try:
             if isinstance(exc, MemoryAccessError) and exc.function is None:
                 exc.function = hname
                 exc.spirit = exc.spirit or self.name
+            elif _recursion_rooted(exc) and not isinstance(exc, VudoError):
+                # The host function ran out of Python stack (a call started near the
+                # recursion limit, or its own runaway recursion): say so, by type.
+                wrapped = StackExhausted(
+                    f"host function {hname} of Spirit {self.name!r} reached the Python "
+                    f"recursion limit ({sys.getrecursionlimit()})")
+                wrapped.__cause__ = exc
+                exc = wrapped
             elif not isinstance(exc, VudoError | KeyboardInterrupt | SystemExit):
                 wrapped = HostFunctionError(
                     self.name, self.current_function,
@@ -228,22 +262,33 @@ class CallState:
 
     def failed(self, function: str, err: int | None, trapbuf: ctypes.c_void_p) -> NoReturn:
         """Turn a failed call into the right exception (always raises)."""
-        message, code, frames = "", None, []
-        if trapbuf.value:
-            trap = ffi.take_trap(trapbuf.value)
-            trapbuf.value = None
-            message = trap_cause(trap.message)
-            code = trap.trap_code
-            frames = [
-                f"{f.func_name or f'func[{f.func_index}]'} @ 0x{f.module_offset:x}"
-                for f in trap.frames
-            ]
-        if err:
-            message = ffi.error_message(err)
         pending, self.pending = self.pending, None
         interrupt, self.interrupt = self.interrupt, None
         if not self.stack:
             self.deadline = None
+        message, code, frames = "", None, []
+        try:
+            if trapbuf.value:
+                address, trapbuf.value = trapbuf.value, None
+                trap = ffi.take_trap(address)
+                message = trap_cause(trap.message)
+                code = trap.trap_code
+                frames = [
+                    f"{f.func_name or f'func[{f.func_index}]'} @ 0x{f.module_offset:x}"
+                    for f in trap.frames
+                ]
+            if err:
+                message = ffi.error_message(err)
+        except (RecursionError, ctypes.ArgumentError) as exc:
+            # At the recursion limit ctypes cannot even decode the trap: what the call
+            # recorded (a host function's exception) is still the cause.
+            if not _recursion_rooted(exc):
+                raise
+            if pending is None:
+                raise StackExhausted(
+                    f"call {function!r} on Spirit {self.name!r} failed at the Python "
+                    f"recursion limit ({sys.getrecursionlimit()}), too deep to decode why"
+                ) from exc
         raise self.classify(function, pending, interrupt, message, code, frames)
 
     def classify(

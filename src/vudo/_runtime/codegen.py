@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import signals, valtypes
+from . import signals, stackcheck, valtypes
 
 __all__ = ["INT_LIMITS", "caller_template", "generate", "trampoline_template"]
 
@@ -63,7 +63,10 @@ def caller_template(
     if n:
         lines.append(f"        {', '.join(names)}{',' if n == 1 else ''} = args")
     lines += [
-        "        acquire()",
+        "        if not stack_checked.ok:",
+        "            stack_check(state, name)",
+        "        if not acquire(False):",  # contended: the deadlock-checked wait
+        "            state.lock.acquire()",
         "        try:",
         "            guard = state.guard",
         "            if guard is not None:",
@@ -109,7 +112,9 @@ def caller_template(
         "",
     ]
     label = _sig_key(params, results) + (" tracked" if tracked else "")
-    ns = generate("caller", label, "\n".join(lines), dict(valtypes.TEMPLATE_NAMES))
+    namespace = {**valtypes.TEMPLATE_NAMES, "stack_check": stackcheck.check,
+                 "stack_checked": stackcheck.checked}
+    ns = generate("caller", label, "\n".join(lines), namespace)
     tmpl = cast(Callable[..., Any], ns["make"])
     _CALLER_CACHE[key] = tmpl
     return tmpl

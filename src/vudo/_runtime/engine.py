@@ -44,8 +44,11 @@ def _make_engine() -> wasmtime.Engine:
     cfg.epoch_interruption = True
     cfg.memory_may_move = False
     from .safety import wasm_stack_budget
+    from .stackcheck import record_budget
 
-    cfg.max_wasm_stack = wasm_stack_budget()  # a deep Spirit traps before the thread's stack ends
+    # A deep Spirit traps before the thread's stack ends (threads made later with less stack
+    # are refused by the call paths: see stackcheck).
+    cfg.max_wasm_stack = record_budget(wasm_stack_budget())
     return wasmtime.Engine(cfg)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, Unpack
 
 from .._host import LoaRegistry, MessageBroker
+from .._runtime.asyncbridge import current_waiter
 from .._spirit import Source, Spirit, SpiritOptions
 from ..abi import ResultCode
 from .seance import Seance, SeanceOptions, SpiritStats
@@ -44,9 +46,22 @@ class AsyncSeance:
         Cancelling the awaiting task cancels the running call within one epoch tick, waits
         for it to stop, then raises ``CancelledError``: a cancelled call never keeps running
         with the Spirit locked, and the Spirit stays usable.
+
+        Awaited inside an ``async def`` host function, the call runs on the thread of the
+        Spirit call waiting for that host function (so a Spirit may be invoked re-entrantly,
+        its own included), one such call at a time.
         """
         spirit = self.sync.get_spirit(name)
-        task = asyncio.ensure_future(self._run(self.sync.invoke, name, function, *args))
+        job = functools.partial(self.sync.invoke, name, function, *args)
+        # From inside an async host function: run on the thread of the Spirit call that
+        # awaits it (re-entrantly, like a synchronous host function's call), not on a worker
+        # that would wait for that call's lock forever.
+        waiter = current_waiter()
+        if waiter is not None and waiter.thread == threading.get_ident():
+            return job()  # the host function's loop runs on that very thread
+        routed = waiter.submit(job) if waiter is not None else None
+        task = (asyncio.wrap_future(routed) if routed is not None
+                else asyncio.ensure_future(asyncio.to_thread(job)))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:

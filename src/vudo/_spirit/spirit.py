@@ -28,6 +28,7 @@ from .._runtime import cnative, signals, valtypes
 from .._runtime.asyncbridge import AsyncBridge
 from .._runtime.backend import get_backend
 from .._runtime.callstate import CallState
+from .._runtime.spiritlock import new_spirit_lock
 from ..abi import ResultCode, ValType
 from ..errors import UnknownExportError, VudoError
 from .context import SpiritContext
@@ -87,16 +88,16 @@ class Spirit:
             self.broker.register(name, capacity=cfg.limits.max_inbox)
 
         signals.protect()  # Ctrl-C/SIGTERM in a call path: deferred to a safe point
-        self._lock = cnative.rlock()
         limits = cfg.limits
         tracked = cfg.debug or limits.fuel is not None or limits.timeout is not None
         self._state = CallState(
             name, limits, tracked=tracked,
             on_terminate=self._on_terminate, memory_size=self._memory_size,
         )
+        self._lock = new_spirit_lock(self._state, cnative.rlock())  # deadlock-checked waits
         self._memory = WasmMemory(allocator=cfg.allocator, name=name, lock=self._lock)
         install_host_allocator(self, self._memory, self._lock)  # [toolchains] host-abi.md
-        self._bridge = AsyncBridge()
+        self._bridge = AsyncBridge(self._state)
         self._keepalive: list[Any] = []
         backend = get_backend()
         self.store: wasmtime.Store = new_store(
