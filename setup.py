@@ -20,7 +20,7 @@ setup(
             "vudo._cnative",
             sources=[f"src/vudo/_native/{name}" for name in NATIVE],
             depends=[f"src/vudo/_native/{h}" for h in (
-                "native.h", "host.h", "wasmtime_api.h", "vudo_native_host.h")]
+                "native.h", "host.h", "wasmtime_api.h")]
             + ["src/vudo/_nbus/vudo_nbus.h"],  # the capsule's C API, header only: no linking
             extra_compile_args=["-O2", "-std=gnu11"],
             libraries=["dl", "pthread"],

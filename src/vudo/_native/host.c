@@ -3,7 +3,6 @@
  * its Python owner without a reference (a reference from the store would form a cycle the
  * garbage collector cannot see), and the owner's dealloc clears that pointer. */
 #include "host.h"
-#include "vudo_native_host.h"
 
 
 
@@ -200,22 +199,6 @@ PyObject *vudo_func_new(PyObject *self, PyObject *args) {
     vudo_wt.func_new_unchecked((wasmtime_context_t *)(uintptr_t)ctx,
                                (const wasm_functype_t *)(uintptr_t)ty, cb, env, env_finalizer,
                                (wasmtime_func_t *)(uintptr_t)out);
-    Py_RETURN_NONE;
-}
-
-PyObject *vudo_func_new_raw(PyObject *self, PyObject *args) {
-    unsigned long long ctx, ty, out;
-    PyObject *capsule;
-    if (!PyArg_ParseTuple(args, "KKOK", &ctx, &ty, &capsule, &out)) return NULL;
-    vudo_native_host_fn *fn = PyCapsule_GetPointer(capsule, VUDO_NATIVE_HOST_CAPSULE);
-    if (fn == NULL) return NULL;
-    if (!ctx || !ty || !out || fn->callback == NULL) {
-        PyErr_SetString(PyExc_ValueError, "null context, type, output or callback");
-        return NULL;
-    }
-    vudo_wt.func_new_unchecked((wasmtime_context_t *)(uintptr_t)ctx,
-                               (const wasm_functype_t *)(uintptr_t)ty, fn->callback, fn->env,
-                               fn->finalizer, (wasmtime_func_t *)(uintptr_t)out);
     Py_RETURN_NONE;
 }
 

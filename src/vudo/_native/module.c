@@ -324,8 +324,6 @@ static PyMethodDef methods[] = {
      "Import vudo._nbus's C API capsule: False if it is absent or of another ABI version."},
     {"func_new", vudo_func_new, METH_VARARGS,
      "func_new(ctx, functype_ptr, host, func_out_ptr): a host Func over a native trampoline."},
-    {"func_new_raw", vudo_func_new_raw, METH_VARARGS,
-     "func_new_raw(ctx, functype_ptr, capsule, func_out_ptr): a host Func over a C callback."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -50,6 +50,5 @@ int vudo_rlock_release(PyObject *op);
 int vudo_caller_init(void);
 int vudo_host_init(void);
 PyObject *vudo_func_new(PyObject *self, PyObject *args);
-PyObject *vudo_func_new_raw(PyObject *self, PyObject *args);
 
 #endif

@@ -218,10 +218,7 @@ def func_new(store: wasmtime.Store, ty: wasmtime.FuncType, host: Any) -> wasmtim
     assert _c is not None
     func = wffi.wasmtime_func_t()
     ctx = _address(store._context())
-    if isinstance(host, _c.Trampoline | _c.Builtin):
-        _c.func_new(ctx, _address(ty.ptr()), host, ctypes.addressof(func))
-    else:
-        _c.func_new_raw(ctx, _address(ty.ptr()), host, ctypes.addressof(func))
+    _c.func_new(ctx, _address(ty.ptr()), host, ctypes.addressof(func))
     return wasmtime.Func._from_raw(func)
 
 
