@@ -176,6 +176,72 @@ def test_receiver_killed_at_random_points_many_times(
     _random_kills(server.url, session, procs, kills=5, seed=100 + seed)
 
 
+# --- sender killed at random points, with a journal -------------------------------------------
+
+def _sender_kills(url: str, session: str, procs: list[Peer], journal: Path, kills: int,
+                  seed: int) -> None:
+    rng = random.Random(seed)
+    n = 250 * (kills + 1)
+    accepted: list[str] = []  # every payload the killed senders' post() returned OK for
+    maybe: set[str] = set()  # the one each kill may have caught between post() and its print
+    got: list[str] = []
+    with NatsBroker(url, session=session, ack="async") as sink:
+        sink.register("sink")
+        start = 0
+        for run in range(kills + 1):
+            last = run == kills
+            p = spawn("jsend", url, session, "--me", "src", "--to", "sink", "--owner", "src-1",
+                      "--journal", str(journal), "--run", str(run), "--start", str(start),
+                      "--count", str(n), *(["--last"] if last else []))
+            procs.append(p)
+            p.wait_for_line("READY")
+            if last:
+                lines = p.lines_until_exit(90)
+                assert "SENT" in lines, f"last sender did not finish: {p.stderr_text()}"
+            else:
+                target = rng.randint(0, 220)  # 0: killed while re-sending what it replayed
+                acc = 0
+                while acc < target and start + acc < n - 1:
+                    if p.wait_for_line("ACC", 30):
+                        acc += 1
+                p.kill()  # wherever it is: in post, writing the journal, publishing...
+                lines = p.lines_until_exit(10)
+                acc += sum(1 for ln in lines if ln.startswith("ACC") and len(ln.split()) == 2)
+                # Lines read before the kill plus the rest of the pipe, in order.
+                start += acc
+                maybe.add(f"{run}:{start}")
+            accepted += [f"{run}:{i}" for i in range(start - acc if not last else start,
+                                                     start if not last else n)]
+            while (m := sink.recv("sink")) is not None:  # receive between the kills too
+                got.append(m.payload.decode())
+            p.wait(10)
+        while not got or got[-1] != "end":
+            got += [x.decode() for x in receive_all(sink, "sink", 1, 60)]
+    got.pop()
+    dupes = sorted({x for x in got if got.count(x) > 1})
+    assert not dupes, f"stored twice: {dupes[:10]}"
+    missing = [x for x in accepted if x not in set(got)]
+    assert not missing, f"{len(missing)} accepted messages lost, first {missing[:5]}"
+    assert set(got) - set(accepted) <= maybe, set(got) - set(accepted) - maybe
+    order = [tuple(map(int, x.split(":"))) for x in got]
+    assert order == sorted(order), "out of order per sender"
+
+
+def test_sender_killed_at_random_points_loses_nothing_it_accepted(
+    server: NatsServer, session: str, procs: list[Peer], tmp_path: Path
+) -> None:
+    _sender_kills(server.url, session, procs, tmp_path / "journal", kills=3, seed=3)
+
+
+@slow
+@pytest.mark.skipif(not SLOW, reason="slow tier: set VUDO_SLOW=1")
+@pytest.mark.parametrize("seed", range(8))
+def test_sender_killed_at_random_points_many_times(
+    server: NatsServer, session: str, procs: list[Peer], tmp_path: Path, seed: int
+) -> None:
+    _sender_kills(server.url, session, procs, tmp_path / "journal", kills=8, seed=200 + seed)
+
+
 # --- nats-server killed with a full publish window -------------------------------------------
 
 def _server_kill(tmp_path: Path, session: str, procs: list[Peer], seed: int) -> None:

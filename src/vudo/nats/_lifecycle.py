@@ -161,6 +161,7 @@ class Lifecycle(Inboxes):
         await self._nc.subscribe(self._pull_inbox + ".*", cb=self._on_pull,
                                  pending_msgs_limit=-1, pending_bytes_limit=-1)
         await self._restart_watch()
+        self._replay_journal()  # needs the registry view; goes out before any new post
         await self._reset_consumer(initial=True)
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -169,6 +170,8 @@ class Lifecycle(Inboxes):
             loop.create_task(self._ticker()),
             loop.create_task(self._heartbeat()),
         ]
+        if self._outbox:
+            self._wake.set()
 
     async def _ticker(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from typing import Any
 from ..abi import ResultCode
 from ._claims import Claims, epoch_bytes
 from ._core import SENT_MEMORY, Claim, Out
+from ._journal import Journal
 from ._wire import HEAD_SIZE, encode, name_token
 
 _log = logging.getLogger("vudo.nats")
@@ -49,6 +50,7 @@ class Outbox(Claims):
     _ack_prefix: str
     _blocked: dict[str, list[Out]]
     _sent_seqs: dict[str, deque[tuple[int, str]]]
+    _journal: Journal | None
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a message for ``to`` without waiting for the network.
@@ -78,10 +80,16 @@ class Outbox(Claims):
                     _log.debug("outbox full (%d); refused message %r -> %r",
                                self.outbox_size, from_, to)
                 return ResultCode.ERROR
-            self._out_seq += 1
-            seq = self._out_seq
-            self._outbox.append(Out(seq, to, subject, frame, claim.epoch,
-                                    f"{self._instance}{seq:x}"))
+            seq = self._out_seq + 1
+            item = Out(seq, to, subject, frame, claim.epoch, f"{self._instance}{seq:x}")
+            if self._journal is not None:
+                try:
+                    self._journal.accept(item)  # before OK: a kill now cannot lose it
+                except OSError as e:
+                    _log.error("cannot write the outbox journal %s: %r", self._journal.path, e)
+                    return ResultCode.ERROR
+            self._out_seq = seq
+            self._outbox.append(item)
             wake = not self._wake_scheduled
             self._wake_scheduled = True
         if wake:
@@ -246,6 +254,7 @@ class Outbox(Claims):
                 return
             if error is None:
                 del self._inflight[seq]
+                self._journal_done(seq)
                 self.sent += 1
                 if blocked and blocked[0] is item:
                     blocked.pop(0)
@@ -276,6 +285,7 @@ class Outbox(Claims):
                     self._loop.call_later(_FULL_RETRY, self._send_head, item.to)
                 elif error.get("code") != 503 and item.attempts >= 5:
                     del self._inflight[seq]
+                    self._journal_done(seq)
                     self.failed += 1
                     _log.error("JetStream refused a message to %s: %s", item.subject,
                                description)
@@ -285,6 +295,43 @@ class Outbox(Claims):
                 self._changed.notify_all()
         if wake and self._wake is not None:
             self._wake.set()
+
+    def _journal_done(self, seq: int) -> None:
+        """Mark outbox message ``seq`` done in the journal (with the lock); keep it small."""
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            if not self._outbox and not self._inflight:
+                journal.rewrite(())  # nothing unconfirmed: start the file afresh
+            elif journal.needs_compaction():
+                journal.rewrite(sorted((*self._outbox, *self._inflight.values()),
+                                       key=lambda o: o.seq))
+            else:
+                journal.done((seq,))
+        except OSError as e:
+            _log.error("cannot write the outbox journal %s: %r", journal.path, e)
+
+    def _replay_journal(self) -> None:
+        """Queue what an earlier run with this owner accepted and JetStream never confirmed
+        (at start, before anything is posted), oldest first, under its original message id."""
+        journal = self._journal
+        if journal is None:
+            return
+        kept = []
+        with self._lock:
+            for item in journal.load():
+                claim = self._registry.get(item.to)
+                if claim is None or claim.epoch != item.epoch:
+                    continue  # the name was released since: release discards its messages
+                self._out_seq += 1
+                item.seq = self._out_seq
+                kept.append(item)
+            journal.rewrite(kept)
+            self._outbox.extend(kept)
+        if kept:
+            _log.info("re-sending %d message(s) accepted by an earlier run of owner %r",
+                      len(kept), self.owner)
 
     def _block(self, item: Out) -> None:
         """Queue ``item`` behind the refused messages to its recipient (with the lock)."""
@@ -319,12 +366,15 @@ class Outbox(Claims):
             if taken_back:
                 item.attempts += 1
                 item.msg_id = f"{self._instance}{item.seq:x}r{item.attempts}"  # a new copy
+                if self._journal is not None:
+                    self._journal.accept(item)  # the old id would be dropped as a duplicate
                 head = bool(lst) and lst[0] is item
             else:
                 _log.debug("a message to %r overtook a refused one and was received", item.to)
                 if item in lst:
                     lst.remove(item)
                 self._inflight.pop(item.seq, None)
+                self._journal_done(item.seq)
                 self.sent += 1
                 head = bool(lst)
                 if not lst:
