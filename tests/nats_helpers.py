@@ -258,6 +258,11 @@ def spawn(role: str, url: str, session: str, *args: str) -> Peer:
 
 def _broker(args: argparse.Namespace) -> object:
     sys.path.insert(0, str(ROOT / "src"))
+    if os.environ.get("VUDO_NATS_LOG"):  # diagnostics of a failing fault test, on stderr
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(relativeCreated)d %(message)s")
     from vudo.nats import NatsBroker
 
     return NatsBroker(args.url, session=args.session, owner=args.owner, lease=args.lease,

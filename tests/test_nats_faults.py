@@ -94,6 +94,16 @@ def stream_leader(url: str, session: str) -> str:
     return asyncio.run(leader())
 
 
+def iter_lines(p: Peer) -> list[str]:
+    """The lines a child printed so far (without waiting)."""
+    out = []
+    while True:
+        try:
+            out.append(p.read_line(0))
+        except (TimeoutError, EOFError):
+            return out
+
+
 def receive_all(b: NatsBroker, name: str, n: int, timeout: float = 30.0) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -244,16 +254,18 @@ def test_sender_killed_at_random_points_many_times(
 
 # --- nats-server killed with a full publish window -------------------------------------------
 
-def _server_kill(tmp_path: Path, session: str, procs: list[Peer], seed: int) -> None:
+def _server_kill(tmp_path: Path, session: str, procs: list[Peer], seed: int,
+                 n: int = 6000, max_inbox: int = 0) -> None:
+    """Two senders of ``n`` messages each, the server SIGKILLed mid-stream; every message
+    arrives once and in order per sender. With ``max_inbox`` below ``2 * n`` the inbox is
+    full when the server dies (messages refused, others in flight, then the outage)."""
     assert NATS_SERVER is not None
     rng = random.Random(seed)
     srv = NatsServer(NATS_SERVER, tmp_path / f"kill{seed}")
     srv.start()
     try:
-        n = 6000
-        # The inbox never fills here (max_inbox above everything sent): this is about the
-        # outage; a full inbox is the back-pressure test's subject.
-        with NatsBroker(srv.url, session=session, ack="async", max_inbox=4 * n) as sink:
+        with NatsBroker(srv.url, session=session, ack="async",
+                        max_inbox=max_inbox or 4 * n) as sink:
             sink.register("sink")
             senders = [spawn("send", srv.url, session, "--me", s, "--to", "sink", "--count",
                              str(n), "--size", "200") for s in ("a", "b")]
@@ -262,18 +274,32 @@ def _server_kill(tmp_path: Path, session: str, procs: list[Peer], seed: int) -> 
             # raises BrokerUnavailable (docs/distributed.md), which is not this test's subject.
             for s in senders:
                 s.wait_for_line("READY")
-            got = receive_all(sink, "sink", rng.randint(500, 3000))
+            if max_inbox:
+                # Let the senders fill the inbox before the outage.
+                wait_until(lambda: stored(srv.url, session, "sink") >= max_inbox, 30,
+                           "the inbox to fill")
+            got = receive_all(sink, "sink", rng.randint(min(500, n // 4), min(3000, n // 2)))
             srv.stop(signal.SIGKILL)  # the senders have their whole window in flight
             wait_until(lambda: not sink.connected, 10, "the broker to notice the outage")
             srv.start()
             try:
                 got += receive_all(sink, "sink", 2 * n - len(got), 60)
             except AssertionError as exc:
+                if os.environ.get("VUDO_NATS_LOG"):
+                    for s in senders:
+                        (tmp_path / f"sender-{s.args[6]}-{seed}.log").write_text("".join(s.err))
                 last = {p.split(b".")[0].decode().split(":")[0]: p[:12] for p in got}
-                raise AssertionError(f"{exc}; last per sender {last}; stderr "
+                left = {s.args[6]: [ln for ln in iter_lines(s) if ln.startswith("SENT")]
+                        for s in senders}
+                raise AssertionError(f"{exc}; last per sender {last}; stored now "
+                                     f"{stored(srv.url, session, 'sink')}; senders {left}; stderr "
                                      f"{[s.stderr_text()[-2000:] for s in senders]}") from None
             for s in senders:
                 s.wait_for_line("SENT", 60)
+            if os.environ.get("VUDO_NATS_LOG"):
+                for s in senders:
+                    s.wait(30)
+                    (tmp_path / f"sender-{s.args[6]}-{seed}.log").write_text("".join(s.err))
             per: dict[str, list[int]] = {"a": [], "b": []}
             for p in got:
                 who, i = p.split(b".")[0].decode().split(":")
@@ -301,6 +327,30 @@ def test_server_killed_with_a_full_window_many_times(
     tmp_path: Path, session: str, procs: list[Peer], seed: int
 ) -> None:
     _server_kill(tmp_path, session, procs, seed=seed)
+
+
+FULL_INBOX_OUTAGE = pytest.mark.xfail(
+    strict=False,
+    reason="known gap (docs/distributed.md): nats-server 2.9 killed while a sender takes back "
+           "copies that overtook a refused message brings some back; the receiver may get them "
+           "before the sender deletes them again (about 3 runs in 16)")
+
+
+@FULL_INBOX_OUTAGE
+def test_server_killed_while_the_inbox_is_full_keeps_order_per_sender(
+    tmp_path: Path, session: str, procs: list[Peer]
+) -> None:
+    _server_kill(tmp_path, session, procs, seed=11, n=3000, max_inbox=2000)
+
+
+@slow
+@FULL_INBOX_OUTAGE
+@pytest.mark.skipif(not SLOW, reason="slow tier: set VUDO_SLOW=1")
+@pytest.mark.parametrize("seed", range(8))
+def test_server_killed_while_the_inbox_is_full_many_times(
+    tmp_path: Path, session: str, procs: list[Peer], seed: int
+) -> None:
+    _server_kill(tmp_path, session, procs, seed=50 + seed, n=3000, max_inbox=2000)
 
 
 # --- a holder stalled past its lease ---------------------------------------------------------

@@ -125,6 +125,7 @@ class NatsBroker(Lifecycle):
         self._resending = False
         self._blocked = {}
         self._sent_seqs = {}
+        self._taken_back = deque(maxlen=65_536)
         self._connected = False
         self._closed = False
         self._valid_until = 0.0
@@ -139,6 +140,8 @@ class NatsBroker(Lifecycle):
         self._ack_scheduled = False
         self._hooks_q = queue.SimpleQueue()
         self._hooks_thread = None
+        self._acker = None
+        self._acker_retry_at = 0.0
         self._journal = None if journal is None else Journal(
             Path(journal), session, self._owner_token, url)
 
@@ -295,6 +298,7 @@ class NatsBroker(Lifecycle):
             _log.debug("NATS shutdown: %r", e)
         finally:
             self._stop_loop()
+            self._drop_acker()
             if self._journal is not None:
                 with self._lock:  # what flush() did not get stored stays for the next run
                     self._journal.close()

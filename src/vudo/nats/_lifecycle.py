@@ -190,6 +190,10 @@ class Lifecycle(Inboxes):
     async def _recover(self) -> None:
         """After a reconnection: re-send, re-watch and re-create the consumer until it works."""
         started = time.perf_counter()
+        try:
+            await self._redelete()
+        except Exception as e:
+            _log.debug("deleting taken-back copies again failed: %r", e)
         await self._resend_all()
         while self._connected and not self._closed:
             try:
