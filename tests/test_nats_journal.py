@@ -108,3 +108,50 @@ def test_restart_with_the_same_owner_resends_what_was_never_stored(
         j = Journal(tmp_path, session, token, server.url)
         assert j.load() == []  # everything stored: nothing left to re-send
         j.close()
+
+
+# --- ack="sync" on the blocking acknowledgement connection ------------------------------------
+
+def _ack_pending(url: str, stream: str, consumer: str) -> int:
+    import asyncio
+
+    import nats
+
+    async def count() -> int:
+        nc = await nats.connect(url)
+        try:
+            info = await nc.jetstream().consumer_info(stream, consumer)
+            return int(info.num_ack_pending)
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def test_sync_finish_is_confirmed_from_the_spirits_thread_and_survives_a_broken_socket(
+    server: NatsServer,
+) -> None:
+    session = "k" + uuid.uuid4().hex[:10]
+    with NatsBroker(server.url, session=session, ack="sync") as b:
+        b.register("me")
+        for i in range(3):
+            assert b.post("me", "me", f"m{i}".encode()) == ResultCode.OK
+        assert b.flush(10)
+        got = []
+        while len(got) < 3:
+            assert b.wait_pending("me", 10)
+            m = b.recv("me")
+            if m is not None:
+                got.append(m)
+        assert b.done("me", got[-1])
+        assert b._acker is not None  # confirmed on the blocking connection, not the loop
+        # done() returned: the server has every acknowledgement (confirmed, in order).
+        assert _ack_pending(server.url, b._stream, b._consumer) == 0
+        assert b.post("me", "me", b"again") == ResultCode.OK
+        assert b.flush(10) and b.wait_pending("me", 10)
+        m = b.recv("me")
+        assert m is not None and m.payload == b"again"
+        b._acker._sock.close()  # the connection breaks: the loop's path takes over
+        assert b.done("me", m)
+        assert _ack_pending(server.url, b._stream, b._consumer) == 0
+        assert b.recv("me") is None
