@@ -162,16 +162,24 @@ class FastAcks(Outbox):
         with self._lock:
             if self._acker is not None:
                 return self._acker
-            self._acker_retry_at = time.monotonic() + 5.0  # not more often, if it fails
-            url = getattr(self._nc, "connected_url", None)
-            if url is None or url.scheme not in ("nats", "") or not url.hostname:
-                return None
-            try:
-                self._acker = FastAcker.open(url.hostname, url.port or 4222,
-                                             self.request_timeout)
-            except (OSError, AckFailed, ValueError) as e:
-                _log.debug("no blocking acknowledgement connection: %r", e)
-            return self._acker
+            self._acker_retry_at = time.monotonic() + 5.0  # one attempt at a time, not often
+        url = getattr(self._nc, "connected_url", None)
+        if url is None or url.scheme not in ("nats", "") or not url.hostname:
+            return None
+        try:  # not under the broker's lock: the loop must not wait for this connection
+            fresh = FastAcker.open(url.hostname, url.port or 4222, self.request_timeout)
+        except (OSError, AckFailed, ValueError) as e:
+            _log.debug("no blocking acknowledgement connection: %r", e)
+            return None
+        if fresh is None:
+            return None
+        with self._lock:
+            if self._acker is None and not self._closed:
+                self._acker, fresh = fresh, None
+            acker = self._acker
+        if fresh is not None:
+            fresh.close()
+        return acker
 
     def _drop_acker(self) -> None:
         with self._lock:
