@@ -300,6 +300,7 @@ class NatsBroker(Lifecycle):
             self._stop_loop()
             self._drop_acker()
             if self._journal is not None:
+                self._journal_flush()
                 with self._lock:  # what flush() did not get stored stays for the next run
                     self._journal.close()
             if self._hooks_thread is not None:

@@ -75,6 +75,8 @@ class Journal:
             ) from None
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._fd).st_size
+        #: Sequences stored since the last write of done marks (written by the broker's loop).
+        self.pending_done: list[int] = []
 
     def load(self) -> list[Out]:
         """The messages accepted and not done, oldest first (their ``seq`` as recorded)."""

@@ -321,20 +321,32 @@ class Outbox(Claims):
             self._wake.set()
 
     def _journal_done(self, seq: int) -> None:
-        """Mark outbox message ``seq`` done in the journal (with the lock); keep it small."""
+        """Mark outbox message ``seq`` done in the journal (on the loop, with the lock). The
+        marks of one loop iteration go in one write: a crash before it only makes a restart
+        re-send messages already stored, which the duplicate filter drops."""
         journal = self._journal
         if journal is None:
             return
-        try:
-            if not self._outbox and not self._inflight:
-                journal.rewrite(())  # nothing unconfirmed: start the file afresh
-            elif journal.needs_compaction():
-                journal.rewrite(sorted((*self._outbox, *self._inflight.values()),
-                                       key=lambda o: o.seq))
-            else:
-                journal.done((seq,))
-        except OSError as e:
-            _log.error("cannot write the outbox journal %s: %r", journal.path, e)
+        if not journal.pending_done:
+            self._loop.call_soon(self._journal_flush)
+        journal.pending_done.append(seq)
+
+    def _journal_flush(self) -> None:
+        journal = self._journal
+        if journal is None:
+            return
+        with self._lock:
+            done, journal.pending_done = journal.pending_done, []
+            try:
+                if not self._outbox and not self._inflight:
+                    journal.rewrite(())  # nothing unconfirmed: start the file afresh
+                elif journal.needs_compaction():
+                    journal.rewrite(sorted((*self._outbox, *self._inflight.values()),
+                                           key=lambda o: o.seq))
+                else:
+                    journal.done(done)
+            except OSError as e:
+                _log.error("cannot write the outbox journal %s: %r", journal.path, e)
 
     def _replay_journal(self) -> None:
         """Queue what an earlier run with this owner accepted and JetStream never confirmed
