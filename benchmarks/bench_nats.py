@@ -9,6 +9,8 @@ and measures, across OS processes:
   (``recv`` finishing the previous message) beside raw nats-py (a push consumer on the same kind
   of stream, ``ack_sync()`` / ``ack()`` per message; the raw sender publishes the same framed
   payload with one ``Nats-Msg-Id`` header and a window of PubAcks);
+* sending 10,000 messages and waiting until JetStream stored them, without and with the
+  sender's journal (``journal=``);
 * round trip between two processes, both sides ``ack="sync"``, beside raw nats-py;
 * server CPU per message with 1 and with 1,000 receiving Spirits (from the server's monitoring
   endpoint, ``/varz`` ``cpu`` sampled through the run, and from ``/proc`` as a check);
