@@ -25,14 +25,19 @@ A torn or corrupt tail (a crash inside a write) ends the file.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import struct
 import zlib
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import BrokerUnavailable
+from ._claims import Claims
 from ._core import Out
+
+_log = logging.getLogger("vudo.nats")
 
 _A = struct.Struct("<cQHHHHI")
 _C = struct.Struct("<cQ")
@@ -142,3 +147,61 @@ class Journal:
         """Close the file and release the owner's lock (the file stays for the next start)."""
         os.close(self._fd)
         os.close(self._lock_fd)
+
+
+class Journaled(Claims):
+    """The broker's side of the journal: marking messages done, replaying at start."""
+
+    _journal: Journal | None
+    _outbox: deque[Out]
+    _inflight: dict[int, Out]
+    _out_seq: int
+
+    def _journal_done(self, seq: int) -> None:
+        """Mark outbox message ``seq`` done in the journal (on the loop, with the lock). The
+        marks of one loop iteration go in one write: a crash before it only makes a restart
+        re-send messages already stored, which the duplicate filter drops."""
+        journal = self._journal
+        if journal is None:
+            return
+        if not journal.pending_done:
+            self._loop.call_soon(self._journal_flush)
+        journal.pending_done.append(seq)
+
+    def _journal_flush(self) -> None:
+        journal = self._journal
+        if journal is None:
+            return
+        with self._lock:
+            done, journal.pending_done = journal.pending_done, []
+            try:
+                if not self._outbox and not self._inflight:
+                    journal.rewrite(())  # nothing unconfirmed: start the file afresh
+                elif journal.needs_compaction():
+                    journal.rewrite(sorted((*self._outbox, *self._inflight.values()),
+                                           key=lambda o: o.seq))
+                else:
+                    journal.done(done)
+            except OSError as e:
+                _log.error("cannot write the outbox journal %s: %r", journal.path, e)
+
+    def _replay_journal(self) -> None:
+        """Queue what an earlier run with this owner accepted and JetStream never confirmed
+        (at start, before anything is posted), oldest first, under its original message id."""
+        journal = self._journal
+        if journal is None:
+            return
+        kept = []
+        with self._lock:
+            for item in journal.load():
+                claim = self._registry.get(item.to)
+                if claim is None or claim.epoch != item.epoch:
+                    continue  # the name was released since: release discards its messages
+                self._out_seq += 1
+                item.seq = self._out_seq
+                kept.append(item)
+            journal.rewrite(kept)
+            self._outbox.extend(kept)
+        if kept:
+            _log.info("re-sending %d message(s) accepted by an earlier run of owner %r",
+                      len(kept), self.owner)

@@ -17,9 +17,9 @@ from collections import deque
 from typing import Any
 
 from ..abi import ResultCode
-from ._claims import Claims, epoch_bytes
+from ._claims import epoch_bytes
 from ._core import SENT_MEMORY, Claim, Out
-from ._journal import Journal
+from ._journal import Journaled
 from ._wire import HEAD_SIZE, encode, name_token
 
 _log = logging.getLogger("vudo.nats")
@@ -41,7 +41,7 @@ def _no_message(e: Exception) -> bool:
     return isinstance(e, APIError) and "no message found" in str(e.description or "")
 
 
-class Outbox(Claims):
+class Outbox(Journaled):
     """The sending half of the broker."""
 
     outbox_size: int
@@ -61,7 +61,6 @@ class Outbox(Claims):
     _ack_prefix: str
     _blocked: dict[str, list[Out]]
     _sent_seqs: dict[str, deque[tuple[int, str]]]
-    _journal: Journal | None
     _taken_back: deque[tuple[float, int, str]]
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
@@ -319,55 +318,6 @@ class Outbox(Claims):
                 self._changed.notify_all()
         if wake and self._wake is not None:
             self._wake.set()
-
-    def _journal_done(self, seq: int) -> None:
-        """Mark outbox message ``seq`` done in the journal (on the loop, with the lock). The
-        marks of one loop iteration go in one write: a crash before it only makes a restart
-        re-send messages already stored, which the duplicate filter drops."""
-        journal = self._journal
-        if journal is None:
-            return
-        if not journal.pending_done:
-            self._loop.call_soon(self._journal_flush)
-        journal.pending_done.append(seq)
-
-    def _journal_flush(self) -> None:
-        journal = self._journal
-        if journal is None:
-            return
-        with self._lock:
-            done, journal.pending_done = journal.pending_done, []
-            try:
-                if not self._outbox and not self._inflight:
-                    journal.rewrite(())  # nothing unconfirmed: start the file afresh
-                elif journal.needs_compaction():
-                    journal.rewrite(sorted((*self._outbox, *self._inflight.values()),
-                                           key=lambda o: o.seq))
-                else:
-                    journal.done(done)
-            except OSError as e:
-                _log.error("cannot write the outbox journal %s: %r", journal.path, e)
-
-    def _replay_journal(self) -> None:
-        """Queue what an earlier run with this owner accepted and JetStream never confirmed
-        (at start, before anything is posted), oldest first, under its original message id."""
-        journal = self._journal
-        if journal is None:
-            return
-        kept = []
-        with self._lock:
-            for item in journal.load():
-                claim = self._registry.get(item.to)
-                if claim is None or claim.epoch != item.epoch:
-                    continue  # the name was released since: release discards its messages
-                self._out_seq += 1
-                item.seq = self._out_seq
-                kept.append(item)
-            journal.rewrite(kept)
-            self._outbox.extend(kept)
-        if kept:
-            _log.info("re-sending %d message(s) accepted by an earlier run of owner %r",
-                      len(kept), self.owner)
 
     def _block(self, item: Out) -> None:
         """Queue ``item`` behind the refused messages to its recipient (with the lock)."""
