@@ -9,6 +9,8 @@ and measures, across OS processes:
   (``recv`` finishing the previous message) beside raw nats-py (a push consumer on the same kind
   of stream, ``ack_sync()`` / ``ack()`` per message; the raw sender publishes the same framed
   payload with one ``Nats-Msg-Id`` header and a window of PubAcks);
+* sending 10,000 messages and waiting until JetStream stored them, without and with the
+  sender's journal (``journal=``);
 * round trip between two processes, both sides ``ack="sync"``, beside raw nats-py;
 * server CPU per message with 1 and with 1,000 receiving Spirits (from the server's monitoring
   endpoint, ``/varz`` ``cpu`` sampled through the run, and from ``/proc`` as a check);
@@ -227,6 +229,24 @@ def bench_vudo_receive(url: str, n: int, size: int, ack: Literal["sync", "async"
     return rate
 
 
+def bench_vudo_send(url: str, n: int, size: int, journal: str | None) -> float:
+    """Post ``n`` messages to a Spirit of another broker and wait until all are stored; msg/s
+    (with ``journal``, each accepted message is first written to the sender's journal)."""
+    session = f"vsend{time.monotonic_ns() % 10**9}"
+    with NatsBroker(url, session=session, max_inbox=n + 1) as sink:
+        sink.register("sink")
+        with NatsBroker(url, session=session, owner="bench-src", journal=journal,
+                        outbox_size=n + 1) as src:
+            assert src.wait_registered("sink", 10)
+            payload = b"x" * size
+            t0 = time.perf_counter()
+            for _ in range(n):
+                if src.post("src", "sink", payload) != 0:
+                    raise RuntimeError("a post was refused")
+            assert src.flush(60)
+            return n / (time.perf_counter() - t0)
+
+
 def bench_vudo_rtt(url: str, k: int) -> list[float]:
     session = f"vrtt{time.monotonic_ns() % 10**9}"
     with NatsBroker(url, session=session) as b:
@@ -373,6 +393,10 @@ def main() -> None:
                 raw = bench_raw_receive(server.url, n, size, ack)  # type: ignore[arg-type]
                 rows.append((f"receive while sending, ack={ack}", f"{ours:,.0f} msg/s",
                              f"{raw:,.0f} msg/s", f"{ours / raw:.2f}x"))
+            plain = bench_vudo_send(server.url, n, size, None)
+            journaled = bench_vudo_send(server.url, n, size, tmp)
+            rows.append(("send + flush, journal off / on", f"{plain:,.0f} / {journaled:,.0f}",
+                         "", f"{journaled / plain:.2f}x"))
             ours_rtt = _median_us(bench_vudo_rtt(server.url, k))
             raw_rtt_us = _median_us(asyncio.run(raw_rtt(server.url, "b", k)))
             rows.append(("round trip, median", f"{ours_rtt:,.0f} us", f"{raw_rtt_us:,.0f} us",

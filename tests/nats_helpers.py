@@ -258,6 +258,11 @@ def spawn(role: str, url: str, session: str, *args: str) -> Peer:
 
 def _broker(args: argparse.Namespace) -> object:
     sys.path.insert(0, str(ROOT / "src"))
+    if os.environ.get("VUDO_NATS_LOG"):  # diagnostics of a failing fault test, on stderr
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(relativeCreated)d %(message)s")
     from vudo.nats import NatsBroker
 
     return NatsBroker(args.url, session=args.session, owner=args.owner, lease=args.lease,
@@ -390,6 +395,35 @@ def role_send(args: argparse.Namespace) -> None:
     _say("SENT", args.count, refused, f"{time.perf_counter() - t0:.6f}")
     b.close()
     _say("DONE")
+
+
+def role_jsend(args: argparse.Namespace) -> None:
+    """With a journal in ``--journal``, post ``<run>:<i>`` to ``to`` for i from ``--start`` to
+    ``count`` - 1, printing ``ACC <run>:<i>`` once each was accepted (the parent SIGKILLs this
+    role at random points and restarts it with the same owner); with ``--last`` it then posts
+    ``end``, prints ``SENT`` once JetStream stored everything and closes."""
+    from vudo.nats import NatsBroker
+
+    b = NatsBroker(args.url, session=args.session, owner=args.owner, journal=args.journal,
+                   outbox_size=200, window=64)
+    _say("READY", b.outbox_pending())  # what the journal of the killed run gave back
+    if not b.wait_registered(args.to, 20.0):
+        raise SystemExit(f"{args.to} never registered")
+    for i in range(args.start, args.count):
+        payload = f"{args.run}:{i}"
+        while b.post(args.me, args.to, payload.encode()) != 0:
+            b.flush(0.05)  # outbox full: back-pressure
+        _say("ACC", payload)
+    if args.last:
+        while b.post(args.me, args.to, b"end") != 0:
+            b.flush(0.05)
+        if not b.flush(60.0):
+            raise SystemExit("sends were never confirmed")
+        _say("SENT")
+        b.close()
+        _say("DONE")
+        return
+    sys.stdin.readline()  # killed here or earlier by the parent
 
 
 def role_recv(args: argparse.Namespace) -> None:
@@ -546,6 +580,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ack", default="sync")
     p.add_argument("--wasm", default="")
     p.add_argument("--calls", nargs="*", default=[])
+    p.add_argument("--journal", default=None)
+    p.add_argument("--run", type=int, default=0)
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--last", action="store_true")
     args = p.parse_args(argv)
     import faulthandler
 
@@ -554,6 +592,7 @@ def main(argv: list[str] | None = None) -> None:
         "pong": role_pong, "ping": role_ping, "bcast": role_bcast, "send": role_send,
         "recv": role_recv, "claim": role_claim, "seance": role_seance,
         "fin": role_fin, "holder": role_holder, "flood": role_flood,
+        "jsend": role_jsend,
     }
     roles[args.role](args)
 

@@ -94,6 +94,16 @@ def stream_leader(url: str, session: str) -> str:
     return asyncio.run(leader())
 
 
+def iter_lines(p: Peer) -> list[str]:
+    """The lines a child printed so far (without waiting)."""
+    out = []
+    while True:
+        try:
+            out.append(p.read_line(0))
+        except (TimeoutError, EOFError):
+            return out
+
+
 def receive_all(b: NatsBroker, name: str, n: int, timeout: float = 30.0) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -176,18 +186,86 @@ def test_receiver_killed_at_random_points_many_times(
     _random_kills(server.url, session, procs, kills=5, seed=100 + seed)
 
 
+# --- sender killed at random points, with a journal -------------------------------------------
+
+def _sender_kills(url: str, session: str, procs: list[Peer], journal: Path, kills: int,
+                  seed: int) -> None:
+    rng = random.Random(seed)
+    n = 250 * (kills + 1)
+    accepted: list[str] = []  # every payload the killed senders' post() returned OK for
+    maybe: set[str] = set()  # the one each kill may have caught between post() and its print
+    got: list[str] = []
+    with NatsBroker(url, session=session, ack="async") as sink:
+        sink.register("sink")
+        start = 0
+        for run in range(kills + 1):
+            last = run == kills
+            p = spawn("jsend", url, session, "--me", "src", "--to", "sink", "--owner", "src-1",
+                      "--journal", str(journal), "--run", str(run), "--start", str(start),
+                      "--count", str(n), *(["--last"] if last else []))
+            procs.append(p)
+            p.wait_for_line("READY")
+            if last:
+                lines = p.lines_until_exit(90)
+                assert "SENT" in lines, f"last sender did not finish: {p.stderr_text()}"
+            else:
+                target = rng.randint(0, 220)  # 0: killed while re-sending what it replayed
+                acc = 0
+                while acc < target and start + acc < n - 1:
+                    if p.wait_for_line("ACC", 30):
+                        acc += 1
+                p.kill()  # wherever it is: in post, writing the journal, publishing...
+                lines = p.lines_until_exit(10)
+                acc += sum(1 for ln in lines if ln.startswith("ACC") and len(ln.split()) == 2)
+                # Lines read before the kill plus the rest of the pipe, in order.
+                start += acc
+                maybe.add(f"{run}:{start}")
+            accepted += [f"{run}:{i}" for i in range(start - acc if not last else start,
+                                                     start if not last else n)]
+            while (m := sink.recv("sink")) is not None:  # receive between the kills too
+                got.append(m.payload.decode())
+            p.wait(10)
+        while not got or got[-1] != "end":
+            got += [x.decode() for x in receive_all(sink, "sink", 1, 60)]
+    got.pop()
+    dupes = sorted({x for x in got if got.count(x) > 1})
+    assert not dupes, f"stored twice: {dupes[:10]}"
+    missing = [x for x in accepted if x not in set(got)]
+    assert not missing, f"{len(missing)} accepted messages lost, first {missing[:5]}"
+    assert set(got) - set(accepted) <= maybe, set(got) - set(accepted) - maybe
+    order = [tuple(map(int, x.split(":"))) for x in got]
+    assert order == sorted(order), "out of order per sender"
+
+
+def test_sender_killed_at_random_points_loses_nothing_it_accepted(
+    server: NatsServer, session: str, procs: list[Peer], tmp_path: Path
+) -> None:
+    _sender_kills(server.url, session, procs, tmp_path / "journal", kills=3, seed=3)
+
+
+@slow
+@pytest.mark.skipif(not SLOW, reason="slow tier: set VUDO_SLOW=1")
+@pytest.mark.parametrize("seed", range(8))
+def test_sender_killed_at_random_points_many_times(
+    server: NatsServer, session: str, procs: list[Peer], tmp_path: Path, seed: int
+) -> None:
+    _sender_kills(server.url, session, procs, tmp_path / "journal", kills=8, seed=200 + seed)
+
+
 # --- nats-server killed with a full publish window -------------------------------------------
 
-def _server_kill(tmp_path: Path, session: str, procs: list[Peer], seed: int) -> None:
+def _server_kill(tmp_path: Path, session: str, procs: list[Peer], seed: int,
+                 n: int = 6000, max_inbox: int = 0) -> None:
+    """Two senders of ``n`` messages each, the server SIGKILLed mid-stream; every message
+    arrives once and in order per sender. With ``max_inbox`` below ``2 * n`` the inbox is
+    full when the server dies (messages refused, others in flight, then the outage)."""
     assert NATS_SERVER is not None
     rng = random.Random(seed)
     srv = NatsServer(NATS_SERVER, tmp_path / f"kill{seed}")
     srv.start()
     try:
-        n = 6000
-        # The inbox never fills here (max_inbox above everything sent): this is about the
-        # outage; a full inbox is the back-pressure test's subject.
-        with NatsBroker(srv.url, session=session, ack="async", max_inbox=4 * n) as sink:
+        with NatsBroker(srv.url, session=session, ack="async",
+                        max_inbox=max_inbox or 4 * n) as sink:
             sink.register("sink")
             senders = [spawn("send", srv.url, session, "--me", s, "--to", "sink", "--count",
                              str(n), "--size", "200") for s in ("a", "b")]
@@ -196,18 +274,32 @@ def _server_kill(tmp_path: Path, session: str, procs: list[Peer], seed: int) -> 
             # raises BrokerUnavailable (docs/distributed.md), which is not this test's subject.
             for s in senders:
                 s.wait_for_line("READY")
-            got = receive_all(sink, "sink", rng.randint(500, 3000))
+            if max_inbox:
+                # Let the senders fill the inbox before the outage.
+                wait_until(lambda: stored(srv.url, session, "sink") >= max_inbox, 30,
+                           "the inbox to fill")
+            got = receive_all(sink, "sink", rng.randint(min(500, n // 4), min(3000, n // 2)))
             srv.stop(signal.SIGKILL)  # the senders have their whole window in flight
             wait_until(lambda: not sink.connected, 10, "the broker to notice the outage")
             srv.start()
             try:
                 got += receive_all(sink, "sink", 2 * n - len(got), 60)
             except AssertionError as exc:
+                if os.environ.get("VUDO_NATS_LOG"):
+                    for s in senders:
+                        (tmp_path / f"sender-{s.args[6]}-{seed}.log").write_text("".join(s.err))
                 last = {p.split(b".")[0].decode().split(":")[0]: p[:12] for p in got}
-                raise AssertionError(f"{exc}; last per sender {last}; stderr "
+                left = {s.args[6]: [ln for ln in iter_lines(s) if ln.startswith("SENT")]
+                        for s in senders}
+                raise AssertionError(f"{exc}; last per sender {last}; stored now "
+                                     f"{stored(srv.url, session, 'sink')}; senders {left}; stderr "
                                      f"{[s.stderr_text()[-2000:] for s in senders]}") from None
             for s in senders:
                 s.wait_for_line("SENT", 60)
+            if os.environ.get("VUDO_NATS_LOG"):
+                for s in senders:
+                    s.wait(30)
+                    (tmp_path / f"sender-{s.args[6]}-{seed}.log").write_text("".join(s.err))
             per: dict[str, list[int]] = {"a": [], "b": []}
             for p in got:
                 who, i = p.split(b".")[0].decode().split(":")
@@ -235,6 +327,30 @@ def test_server_killed_with_a_full_window_many_times(
     tmp_path: Path, session: str, procs: list[Peer], seed: int
 ) -> None:
     _server_kill(tmp_path, session, procs, seed=seed)
+
+
+FULL_INBOX_OUTAGE = pytest.mark.xfail(
+    strict=False,
+    reason="known gap (docs/distributed.md): nats-server 2.9 killed while a sender takes back "
+           "copies that overtook a refused message brings some back; the receiver may get them "
+           "before the sender deletes them again (about 3 runs in 16)")
+
+
+@FULL_INBOX_OUTAGE
+def test_server_killed_while_the_inbox_is_full_keeps_order_per_sender(
+    tmp_path: Path, session: str, procs: list[Peer]
+) -> None:
+    _server_kill(tmp_path, session, procs, seed=11, n=3000, max_inbox=2000)
+
+
+@slow
+@FULL_INBOX_OUTAGE
+@pytest.mark.skipif(not SLOW, reason="slow tier: set VUDO_SLOW=1")
+@pytest.mark.parametrize("seed", range(8))
+def test_server_killed_while_the_inbox_is_full_many_times(
+    tmp_path: Path, session: str, procs: list[Peer], seed: int
+) -> None:
+    _server_kill(tmp_path, session, procs, seed=50 + seed, n=3000, max_inbox=2000)
 
 
 # --- a holder stalled past its lease ---------------------------------------------------------

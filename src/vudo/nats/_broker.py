@@ -11,11 +11,13 @@ import socket
 import threading
 import uuid
 from collections import OrderedDict, deque
+from pathlib import Path
 from typing import Literal
 
 from .._host import DEFAULT_INBOX_CAPACITY, Message
 from ..errors import BrokerUnavailable
 from ._core import Inbox
+from ._journal import Journal
 from ._lifecycle import Lifecycle
 from ._wire import SESSION_RE, name_token
 
@@ -36,9 +38,12 @@ class NatsBroker(Lifecycle):
     across all processes: a full inbox makes ``post`` return ERROR, as the in-process bus does.
     ``prefetch`` bounds the messages delivered to this process and not yet finished.
     ``outbox_size`` bounds the messages accepted by :meth:`post` but not yet stored; ``window``
-    the publishes in flight. ``ack`` is ``"sync"`` (finishing a message waits until JetStream
-    confirmed its acknowledgement) or ``"async"`` (acknowledgements are batched in the
-    background). ``replicas`` is the replication of the stream and buckets (3 on a cluster).
+    the publishes in flight. ``journal`` (a directory; needs a stable ``owner``) keeps every
+    accepted message in a file until JetStream stored it, so a sender killed and restarted with
+    the same owner re-sends what it had accepted (see ``docs/distributed.md``). ``ack`` is
+    ``"sync"`` (finishing a message waits until JetStream confirmed its acknowledgement) or
+    ``"async"`` (acknowledgements are batched in the background). ``replicas`` is the
+    replication of the stream and buckets (3 on a cluster).
     See ``docs/distributed.md`` for the delivery contract.
 
     Every method is thread-safe and synchronous; the network runs on a private event loop in a
@@ -63,6 +68,7 @@ class NatsBroker(Lifecycle):
         connect_timeout: float = 5.0,
         request_timeout: float = 2.0,
         retry_after: float = 2.0,
+        journal: str | os.PathLike[str] | None = None,
         debug: bool = False,
     ) -> None:
         if not SESSION_RE.match(session):
@@ -76,6 +82,9 @@ class NatsBroker(Lifecycle):
             raise ValueError("ack must be 'sync' or 'async'")
         if lease <= 0:
             raise ValueError("lease must be positive")
+        if journal is not None and owner is None:
+            raise ValueError("a journal needs a stable owner= (it is replayed by the process "
+                             "restarted with the same owner)")
         self.url = url
         self.session = session
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -116,6 +125,7 @@ class NatsBroker(Lifecycle):
         self._resending = False
         self._blocked = {}
         self._sent_seqs = {}
+        self._taken_back = deque(maxlen=65_536)
         self._connected = False
         self._closed = False
         self._valid_until = 0.0
@@ -130,6 +140,10 @@ class NatsBroker(Lifecycle):
         self._ack_scheduled = False
         self._hooks_q = queue.SimpleQueue()
         self._hooks_thread = None
+        self._acker = None
+        self._acker_retry_at = 0.0
+        self._journal = None if journal is None else Journal(
+            Path(journal), session, self._owner_token, url)
 
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -151,6 +165,8 @@ class NatsBroker(Lifecycle):
         except BaseException:
             self._closed = True
             self._stop_loop()
+            if self._journal is not None:
+                self._journal.close()
             raise
 
     # registration --------------------------------------------------------------------------
@@ -282,6 +298,11 @@ class NatsBroker(Lifecycle):
             _log.debug("NATS shutdown: %r", e)
         finally:
             self._stop_loop()
+            self._drop_acker()
+            if self._journal is not None:
+                self._journal_flush()
+                with self._lock:  # what flush() did not get stored stays for the next run
+                    self._journal.close()
             if self._hooks_thread is not None:
                 self._hooks_q.put(None)
                 if self._hooks_thread is not threading.current_thread():  # closed by a hook

@@ -44,6 +44,14 @@ class Held:
     sseq: int
     message: Message
     reply: str | None
+    #: The copy's ``Nats-Msg-Id``. With the sequence it names the copy: a server restarted
+    #: after a SIGKILL may give a new message the sequence of one finished before.
+    mid: str = ""
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """What the duplicate memories (``_seen``, ``_done``) remember this copy by."""
+        return (self.sseq, self.mid)
 
 
 @dataclass(eq=False)
@@ -106,7 +114,7 @@ class Core:
     _inboxes: dict[str, Inbox]
     _by_token: dict[str, Inbox]
     _registry: dict[str, Claim]
-    _done: OrderedDict[int, None]
+    _done: OrderedDict[tuple[int, str], None]
     _connected: bool
     _closed: bool
     _valid_until: float

@@ -19,16 +19,17 @@ from typing import Any
 
 from .._host import Message, MessageCallback
 from ._core import DONE_MEMORY, Held, Inbox
-from ._outbox import Outbox
+from ._fastack import FastAcks
 from ._wire import ack_stream_seq, decode
 
 _log = logging.getLogger("vudo.nats")
 #: Messages asked for per pull request (two requests are kept outstanding).
 PULL_BATCH = 512
 _PULL_EXPIRES = 5.0
+_H_ID = "Nats-Msg-Id"
 
 
-class Inboxes(Outbox):
+class Inboxes(FastAcks):
     """The receiving half of the broker."""
 
     prefetch: int
@@ -38,7 +39,7 @@ class Inboxes(Outbox):
     _pull_inbox: str
     _reqs: dict[int, list[float]]
     _req_seq: int
-    _seen: dict[int, Held]
+    _seen: dict[tuple[int, str], Held]
     _parked: dict[str, list[tuple[Held, bytes]]]
     _acks: list[Held]
     _ack_scheduled: bool
@@ -62,7 +63,7 @@ class Inboxes(Outbox):
             self._consumer_gen += 1
             self._consumer = self._consumer_name(self._consumer_gen)
             self._reqs.clear()
-            taken = {h.sseq: h for i in self._inboxes.values() for h in i.taken}
+            taken = {h.key: h for i in self._inboxes.values() for h in i.taken}
             for inbox in self._inboxes.values():
                 inbox.queue.clear()
             self._seen = taken
@@ -134,15 +135,16 @@ class Inboxes(Outbox):
         if (parts[3] if len(parts) == 9 else parts[5]) != self._consumer:
             return  # from a consumer since replaced: the new one delivers it again
         sseq = ack_stream_seq(reply)
+        key = (sseq, headers.get(_H_ID, "") if headers else "")
         token = msg.subject.rsplit(".", 1)[1]
         hooks: tuple[MessageCallback, ...] = ()
         drop = False
         with self._lock:
-            held = self._seen.get(sseq)
+            held = self._seen.get(key)
             if held is not None:
                 held.reply = reply  # redelivered while held here: acknowledge the newest copy
                 return
-            if sseq in self._done:
+            if key in self._done:
                 drop = True  # finished here already; its acknowledgement was lost
             else:
                 inbox = self._by_token.get(token)
@@ -152,16 +154,16 @@ class Inboxes(Outbox):
                     _log.warning("dropping a message that is not a vudo frame on %s",
                                  msg.subject)
                 elif inbox is None:
-                    held = Held(sseq, decoded[0], reply)
-                    self._seen[sseq] = held
+                    held = Held(sseq, decoded[0], reply, key[1])
+                    self._seen[key] = held
                     self._parked.setdefault(token, []).append((held, decoded[1]))
                 elif decoded[1] != inbox.epoch:
                     drop = True  # sent to an earlier holder of the name, which released it
                 elif sseq <= inbox.cleared_through:
                     drop = True  # stored before clear(), delivered to us after it
                 else:
-                    held = Held(sseq, decoded[0], reply)
-                    self._seen[sseq] = held
+                    held = Held(sseq, decoded[0], reply, key[1])
+                    self._seen[key] = held
                     inbox.queue.append(held)
                     hooks = tuple(inbox.hooks)
                     self._changed.notify_all()
@@ -178,7 +180,7 @@ class Inboxes(Outbox):
         stale = []
         for held, epoch in sorted(self._parked.pop(inbox.token, ()), key=lambda p: p[0].sseq):
             if epoch != inbox.epoch:
-                self._seen.pop(held.sseq, None)
+                self._seen.pop(held.key, None)
                 stale.append(held)
                 continue
             held.message = held.message._replace(to=inbox.name)
@@ -210,7 +212,7 @@ class Inboxes(Outbox):
                 if decoded is None or decoded[1] != inbox.epoch:
                     stale.append(m.seq)
                 else:
-                    found.append(Held(m.seq, decoded[0], None))
+                    found.append(Held(m.seq, decoded[0], None, (m.headers or {}).get(_H_ID, "")))
         for sseq in stale:
             await self._delete(sseq)
         if not found:
@@ -219,10 +221,10 @@ class Inboxes(Outbox):
         with self._lock:
             if self._inboxes.get(inbox.name) is not inbox:
                 return
-            fresh = [h for h in found if h.sseq not in self._seen]
+            fresh = [h for h in found if h.key not in self._seen]
             for held in reversed(fresh):
                 inbox.queue.appendleft(held)  # older than what reached our own subject
-                self._seen[held.sseq] = held
+                self._seen[held.key] = held
             self._changed.notify_all()
         _log.info("took over %d message(s) for %r left by its earlier holder", len(found),
                   inbox.name)
@@ -233,8 +235,8 @@ class Inboxes(Outbox):
         server. ``False`` if that confirmation failed (the messages stay unfinished)."""
         with self._lock:
             for h in helds:
-                self._seen.pop(h.sseq, None)
-                self._done[h.sseq] = None
+                self._seen.pop(h.key, None)
+                self._done[h.key] = None
             while len(self._done) > DONE_MEMORY:
                 self._done.popitem(last=False)
             self._acks.extend(helds)
@@ -244,14 +246,16 @@ class Inboxes(Outbox):
             if schedule:
                 self._loop.call_soon_threadsafe(self._spawn, self._send_acks(confirm=False))
             return True
+        if self._finish_here(helds):
+            return True
         try:
             self._call(self._send_acks(confirm=True), 2 * self.request_timeout + 1.0)
         except Exception as e:
             _log.debug("confirming acknowledgements failed: %r", e)
             with self._lock:
                 for h in helds:
-                    self._done.pop(h.sseq, None)
-                    self._seen[h.sseq] = h
+                    self._done.pop(h.key, None)
+                    self._seen[h.key] = h
             return False
         return True
 
@@ -415,7 +419,7 @@ class Inboxes(Outbox):
     def _forget_local(self, inbox: Inbox) -> None:
         """Drop what ``inbox`` holds locally (with the lock)."""
         for h in (*inbox.queue, *inbox.taken):
-            self._seen.pop(h.sseq, None)
+            self._seen.pop(h.key, None)
         inbox.queue.clear()
         inbox.taken.clear()
 

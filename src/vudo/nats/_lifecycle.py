@@ -161,6 +161,7 @@ class Lifecycle(Inboxes):
         await self._nc.subscribe(self._pull_inbox + ".*", cb=self._on_pull,
                                  pending_msgs_limit=-1, pending_bytes_limit=-1)
         await self._restart_watch()
+        self._replay_journal()  # needs the registry view; goes out before any new post
         await self._reset_consumer(initial=True)
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -169,6 +170,8 @@ class Lifecycle(Inboxes):
             loop.create_task(self._ticker()),
             loop.create_task(self._heartbeat()),
         ]
+        if self._outbox:
+            self._wake.set()
 
     async def _ticker(self) -> None:
         while True:
@@ -187,6 +190,10 @@ class Lifecycle(Inboxes):
     async def _recover(self) -> None:
         """After a reconnection: re-send, re-watch and re-create the consumer until it works."""
         started = time.perf_counter()
+        try:
+            await self._redelete()
+        except Exception as e:
+            _log.debug("deleting taken-back copies again failed: %r", e)
         await self._resend_all()
         while self._connected and not self._closed:
             try:

@@ -17,8 +17,9 @@ from collections import deque
 from typing import Any
 
 from ..abi import ResultCode
-from ._claims import Claims, epoch_bytes
+from ._claims import epoch_bytes
 from ._core import SENT_MEMORY, Claim, Out
+from ._journal import Journaled
 from ._wire import HEAD_SIZE, encode, name_token
 
 _log = logging.getLogger("vudo.nats")
@@ -29,7 +30,18 @@ _FULL_RETRY = 0.05
 _H_ID = "Nats-Msg-Id"
 
 
-class Outbox(Claims):
+def _no_message(e: Exception) -> bool:
+    """Whether a JetStream delete failed because the message is not in the stream (received,
+    purged or deleted already): nats-py raises ``NotFoundError`` or, as servers 2.9 answer
+    (code 500, err_code 10057), ``ServerError`` with "no message found"."""
+    from nats.js.errors import APIError, NotFoundError
+
+    if isinstance(e, NotFoundError):
+        return True
+    return isinstance(e, APIError) and "no message found" in str(e.description or "")
+
+
+class Outbox(Journaled):
     """The sending half of the broker."""
 
     outbox_size: int
@@ -49,6 +61,7 @@ class Outbox(Claims):
     _ack_prefix: str
     _blocked: dict[str, list[Out]]
     _sent_seqs: dict[str, deque[tuple[int, str]]]
+    _taken_back: deque[tuple[float, int, str]]
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a message for ``to`` without waiting for the network.
@@ -78,10 +91,16 @@ class Outbox(Claims):
                     _log.debug("outbox full (%d); refused message %r -> %r",
                                self.outbox_size, from_, to)
                 return ResultCode.ERROR
-            self._out_seq += 1
-            seq = self._out_seq
-            self._outbox.append(Out(seq, to, subject, frame, claim.epoch,
-                                    f"{self._instance}{seq:x}"))
+            seq = self._out_seq + 1
+            item = Out(seq, to, subject, frame, claim.epoch, f"{self._instance}{seq:x}")
+            if self._journal is not None:
+                try:
+                    self._journal.accept(item)  # before OK: a kill now cannot lose it
+                except OSError as e:
+                    _log.error("cannot write the outbox journal %s: %r", self._journal.path, e)
+                    return ResultCode.ERROR
+            self._out_seq = seq
+            self._outbox.append(item)
             wake = not self._wake_scheduled
             self._wake_scheduled = True
         if wake:
@@ -156,9 +175,17 @@ class Outbox(Claims):
         """Publish every unconfirmed message again, oldest first (ids make repeats harmless)."""
         self._need_resend = False
         with self._lock:
-            items = sorted((o for o in self._inflight.values()
-                            if o.to not in self._blocked or self._blocked[o.to][0] is o),
+            # A message in doubt (its PubAck lost with the connection) to a recipient whose
+            # inbox was full joins the queue of refused ones and goes again in its turn, under
+            # its id: re-sent now it would be stored ahead of them, and left for later it would
+            # be overtaken by newer messages once they are stored.
+            for o in self._inflight.values():
+                queue = self._blocked.get(o.to)
+                if queue is not None and o not in queue:
+                    self._block(o)
+            items = sorted((o for o in self._inflight.values() if o.to not in self._blocked),
                            key=lambda o: o.seq)
+            full = list(self._blocked)
         if items and self._connected:
             # Stop and wait on the oldest first: while the stream is still coming back some
             # re-sends would be refused and later ones stored, overtaking them.
@@ -187,6 +214,8 @@ class Outbox(Claims):
                 _log.debug("re-publish failed: %r", e)
                 self._need_resend = True
                 return
+        for to in full:
+            self._send_head(to)
         self._resending = False
         if self._wake is not None:
             self._wake.set()
@@ -237,15 +266,19 @@ class Outbox(Claims):
             if item is None:
                 return
             blocked = self._blocked.get(item.to)
+            ring = self._sent_seqs.get(item.to)
             if error is None and blocked and blocked[0].seq < item.seq and item not in blocked:
                 # Stored while an earlier message to the same inbox waits for room: remove
                 # this copy and send it again after that one, so order per sender holds.
+                _log.debug("taking back message %d to %r (stored as %d, out of order)",
+                           item.seq, item.to, stored)
                 item.deleting = True
                 self._block(item)
                 self._spawn(self._take_back(item, stored))
                 return
             if error is None:
                 del self._inflight[seq]
+                self._journal_done(seq)
                 self.sent += 1
                 if blocked and blocked[0] is item:
                     blocked.pop(0)
@@ -260,7 +293,6 @@ class Outbox(Claims):
                     # stay in the stream for nobody (or reach the next holder of the name).
                     self._spawn(self._delete(stored))
                 elif stored:
-                    ring = self._sent_seqs.get(item.to)
                     if ring is None:
                         ring = self._sent_seqs[item.to] = deque(maxlen=SENT_MEMORY)
                     ring.append((stored, item.epoch))
@@ -276,6 +308,7 @@ class Outbox(Claims):
                     self._loop.call_later(_FULL_RETRY, self._send_head, item.to)
                 elif error.get("code") != 503 and item.attempts >= 5:
                     del self._inflight[seq]
+                    self._journal_done(seq)
                     self.failed += 1
                     _log.error("JetStream refused a message to %s: %s", item.subject,
                                description)
@@ -288,7 +321,9 @@ class Outbox(Claims):
 
     def _block(self, item: Out) -> None:
         """Queue ``item`` behind the refused messages to its recipient (with the lock)."""
-        bisect.insort(self._blocked.setdefault(item.to, []), item, key=lambda o: o.seq)
+        queue = self._blocked.setdefault(item.to, [])
+        if item not in queue:  # twice in the queue, it would stay its head forever
+            bisect.insort(queue, item, key=lambda o: o.seq)
 
     def _send_head(self, to: str) -> None:
         """Offer the oldest refused message to ``to`` again (on the loop)."""
@@ -300,31 +335,40 @@ class Outbox(Claims):
         head.sent_at = time.monotonic()
         self._spawn(self._publish(head))
 
-    async def _take_back(self, item: Out, sseq: int) -> None:
-        """Delete the stored copy of an overtaking message; it is sent again in its turn."""
-        from nats.js.errors import NotFoundError
+    async def _take_back(self, item: Out, sseq: int, unsure: bool = False) -> None:
+        """Delete the stored copy of an overtaking message; it is sent again in its turn.
 
+        ``unsure``: an earlier attempt got no answer, so it may have deleted the copy itself;
+        a copy gone now is then sent again rather than presumed received (never lost, at the
+        price of a possible repeat)."""
         try:
             await self._js.delete_msg(self._stream, sseq)
             taken_back = True
-        except NotFoundError:
-            taken_back = False  # received already: it stays delivered (out of order)
-        except Exception as e:  # no answer (an outage): the copy may still be there
-            _log.debug("deleting an overtaking copy failed (%r); trying again", e)
-            self._loop.call_later(0.2, lambda: self._spawn(self._take_back(item, sseq)))
-            return
+        except Exception as e:
+            if not _no_message(e):  # no answer (an outage): the copy may still be there
+                _log.debug("deleting an overtaking copy failed (%r); trying again", e)
+                self._loop.call_later(
+                    0.2, lambda: self._spawn(self._take_back(item, sseq, unsure=True)))
+                return
+            # Received already: it stays delivered (out of order).
+            taken_back = unsure
         with self._lock:
             lst = self._blocked.get(item.to, [])
             item.deleting = False
             if taken_back:
+                self._taken_back.append((time.monotonic(), sseq, item.msg_id))
                 item.attempts += 1
                 item.msg_id = f"{self._instance}{item.seq:x}r{item.attempts}"  # a new copy
+                if self._journal is not None:
+                    self._journal.accept(item)  # the old id would be dropped as a duplicate
                 head = bool(lst) and lst[0] is item
             else:
-                _log.debug("a message to %r overtook a refused one and was received", item.to)
+                _log.debug("message %d to %r overtook a refused one and was received",
+                           item.seq, item.to)
                 if item in lst:
                     lst.remove(item)
                 self._inflight.pop(item.seq, None)
+                self._journal_done(item.seq)
                 self.sent += 1
                 head = bool(lst)
                 if not lst:
@@ -332,13 +376,35 @@ class Outbox(Claims):
         if head:
             self._send_head(item.to)
 
-    async def _delete(self, sseq: int) -> None:
-        from nats.js.errors import NotFoundError
+    async def _redelete(self) -> None:
+        """After a reconnection, delete again the copies taken back in the last 2 minutes: a
+        server killed before it wrote a delete to its files brings the copy back. Only a
+        message still carrying the old copy's id goes (a restarted server may reuse sequences).
+        """
+        horizon = time.monotonic() - 120.0
+        while self._taken_back and self._taken_back[0][0] < horizon:
+            self._taken_back.popleft()
 
+        async def again(sseq: int, msg_id: str) -> None:
+            try:
+                m = await self._js.get_msg(self._stream, sseq)
+            except Exception as e:
+                if _no_message(e):
+                    return
+                raise
+            if (m.headers or {}).get(_H_ID) == msg_id:
+                await self._delete(sseq)
+
+        todo = [(s, mid) for _, s, mid in self._taken_back]
+        for i in range(0, len(todo), 64):
+            await asyncio.gather(*(again(s, mid) for s, mid in todo[i:i + 64]))
+
+    async def _delete(self, sseq: int) -> None:
         try:
             await self._js.delete_msg(self._stream, sseq)
-        except NotFoundError:
-            pass  # received, purged or deleted already
+        except Exception as e:
+            if not _no_message(e):
+                raise  # received, purged or deleted already is fine; anything else is not
 
     def _claim_changed(self, name: str, old: Claim, new: Claim | None) -> None:
         if new is not None and new.epoch == old.epoch:
