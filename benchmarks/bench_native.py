@@ -19,7 +19,9 @@ before, after the first batch and after all messages were received and freed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import os
 import shutil
 import statistics
@@ -124,6 +126,16 @@ def calls(call: Callable[[], object], n: int) -> Callable[[], None]:
     def run() -> None:
         for _ in range(n):
             call()
+
+    return run
+
+
+def add_calls(add: Callable[[int, int], object], n: int) -> Callable[[], None]:
+    """``n`` calls of ``add(1, 2)`` straight from the loop (no lambda in between: its frame
+    would cost about as much as the native call itself)."""
+    def run() -> None:
+        for _ in range(n):
+            add(1, 2)
 
     return run
 
@@ -341,9 +353,6 @@ def main() -> None:
         messaging(n, repeats, args.messages)
         return
     native = load()
-    with _native_core.fallback():
-        fallback = load()
-    assert type(native.function("add")) is not type(fallback.function("add"))
     store, wt = plain()
     base_n = max(n // 20, 500)
     node = node_figures(n)
@@ -353,17 +362,23 @@ def main() -> None:
         tick, now, prn = s.function("host_tick"), s.function("host_now"), s.function(
             "host_print64")
         return {
-            "add": measure(calls(lambda: add(1, 2), k), k, repeats),
+            "add": measure(add_calls(add, k), k, repeats),
             "tick": measure(lambda: tick(k), k, repeats),
             "now": measure(lambda: now(k), k, repeats),
             "print": measure(lambda: prn(k), k, repeats),
         }
 
+    # The native rows first: the fallback's epoch ticker is a Python thread, and while it lives
+    # the auto GIL policy releases the GIL around every native call (a real program using one
+    # path has no such thread).
     nat = spirit_rows(native, n)
+    with _native_core.fallback():
+        fallback = load()
+    assert type(native.function("add")) is not type(fallback.function("add"))
     fb = spirit_rows(fallback, max(n // 5, 1000))
     w_add = wt["add"]
     pw = {
-        "add": measure(calls(lambda: w_add(store, 1, 2), base_n), base_n, repeats),
+        "add": measure(add_calls(functools.partial(w_add, store), base_n), base_n, repeats),
         "tick": measure(lambda: wt["host_tick"](store, base_n), base_n, repeats),
         "now": measure(lambda: wt["host_now"](store, base_n), base_n, repeats),
         "print": measure(lambda: wt["host_print64"](store, base_n), base_n, repeats),
@@ -384,12 +399,15 @@ def main() -> None:
               f"{fb[key] / nat[key]:9.1f}x {target:>7s} {node_us}")
     if node is None:
         print("(node not found: Node's WebAssembly column skipped)")
+    loop = measure(add_calls(operator.add, n), n, repeats)
+    print(f"(the Python loop itself, calling the C function operator.add(1, 2): "
+          f"{loop * 1e6:.3f} us; add net of it: {(nat['add'] - loop) * 1e6:.3f} us native)")
 
     add = native.function("add")
     print("\nadd(i64, i64) by GIL policy (native, this thread only):")
     for policy in ("hold", "release", "auto"):
         _native_core.set_gil_policy(policy)
-        t = measure(calls(lambda: add(1, 2), n), n, repeats)
+        t = measure(add_calls(add, n), n, repeats)
         print(f"  {policy:8s} {t * 1e6:7.3f} us")
     _native_core.set_gil_policy("auto")
     print(textwrap.dedent(f"""
