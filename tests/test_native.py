@@ -8,7 +8,6 @@ the fallback (checked here in subprocesses).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from storm_helpers import sigint_storm
 
 import vudo
 from vudo._runtime import cnative as _native_core
@@ -323,36 +323,7 @@ def test_key_test_files_pass_on_the_fallback_too() -> None:
 
 
 def test_a_sigint_storm_never_crashes_the_process(tmp_path: Path) -> None:
-    stop = tmp_path / "stop"
-    child = subprocess.Popen([sys.executable, str(HERE / "_native_storm.py"), str(stop)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        end = time.monotonic() + 2.0
-        sent = 0
-        while time.monotonic() < end and child.poll() is None:
-            child.send_signal(signal.SIGINT)
-            sent += 1
-            time.sleep(0.0002)
-        stop.touch()
-        try:
-            out, err = child.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
-            time.sleep(2)
-            child.kill()
-            out, err = child.communicate()
-            pytest.fail(f"the storm driver hung after the storm; its stacks:\n{err[-6000:]}")
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    # Every SIGINT reaches the driver as a KeyboardInterrupt (or is ignored between calls):
-    # anything else is a failure, a negative code a crash (the ctypes fallback dies here).
-    assert child.returncode == 0 and "Fatal Python error" not in err, (
-        child.returncode, err[-3000:])
-    counts = dict(kv.split("=") for kv in out.split())
-    assert int(counts["interrupts"]) > 0 and sent > 100, out
+    sigint_storm(HERE / "_native_storm.py", tmp_path / "stop", seconds=2.0, gap=0.0002)
 
 
 def test_a_dropped_spirit_is_collected_despite_its_native_host_functions() -> None:

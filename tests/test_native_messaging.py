@@ -12,14 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from storm_helpers import sigint_storm
 
 import vudo
 from vudo import Limits
@@ -356,35 +354,8 @@ def test_ctrl_c_in_a_hook_during_a_send_reaches_the_caller(session: Session) -> 
 
 @pytest.mark.skipif(not NATIVE, reason="native core or vudo._nbus inactive")
 def test_a_sigint_storm_during_c_host_functions_never_crashes(tmp_path: Any) -> None:
-    stop = tmp_path / "stop"
-    child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("_native_msg_storm.py")), str(stop)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        sent = 0
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end and child.poll() is None:
-            child.send_signal(signal.SIGINT)
-            sent += 1
-            time.sleep(0.0003)
-        stop.touch()
-        try:
-            out, err = child.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGUSR1)
-            time.sleep(2)
-            child.kill()
-            out, err = child.communicate()
-            pytest.fail(f"the storm driver hung; its stacks:\n{err[-6000:]}")
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0 and "Fatal Python error" not in err, (
-        child.returncode, err[-3000:])
-    counts = dict(kv.split("=") for kv in out.split())
-    assert int(counts["interrupts"]) > 0 and sent > 100, out
+    sigint_storm(Path(__file__).with_name("_native_msg_storm.py"), tmp_path / "stop",
+                 seconds=1.5, gap=0.0003)
 
 
 @pytest.mark.skipif(not NATIVE, reason="native core or vudo._nbus inactive")
