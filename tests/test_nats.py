@@ -11,18 +11,17 @@ import signal
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # nats_helpers, whatever the rootdir
 
+from nats_fixtures import *  # noqa: F403 (the fixtures: server, session, procs)
+from nats_fixtures import NATS_SERVER
 from nats_helpers import (
     NatsServer,
     Peer,
-    find_nats_server,
     free_port,
     spawn,
     wait_until,
@@ -31,44 +30,8 @@ from nats_helpers import (
 from vudo import Message, MessageBroker
 from vudo.abi import ResultCode
 from vudo.errors import VudoError
-
-pytest.importorskip("nats", reason="nats-py is not installed (pip install 'vudo[nats]')")
-NATS_SERVER = find_nats_server()
-if NATS_SERVER is None:
-    pytest.skip(
-        "nats-server not found on PATH, /usr/sbin or /usr/bin (apt-get install nats-server)",
-        allow_module_level=True,
-    )
-
-from vudo.nats import BrokerUnavailable, NatsBroker, name_token  # noqa: E402
-from vudo.nats._wire import name_from_token as _name_from_token  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    assert NATS_SERVER is not None
-    srv = NatsServer(NATS_SERVER, tmp_path_factory.mktemp("nats"))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def session() -> str:
-    return "t" + uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Peer]]:
-    """Child processes of a test, killed if still running at the end."""
-    started: list[Peer] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-        if p.stdin is not None:
-            p.stdin.close()
+from vudo.nats import BrokerUnavailable, NatsBroker, name_token
+from vudo.nats._wire import name_from_token as _name_from_token
 
 
 def recv_wait(b: NatsBroker, name: str, timeout: float = 10.0) -> Message:

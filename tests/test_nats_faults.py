@@ -15,51 +15,21 @@ import random
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nats_helpers import NatsCluster, NatsServer, Peer, find_nats_server, spawn, wait_until
+from nats_fixtures import *  # noqa: F403 (the fixtures: server, session, procs)
+from nats_fixtures import NATS_SERVER
+from nats_helpers import NatsCluster, NatsServer, Peer, spawn, wait_until
 
 from vudo.abi import ResultCode
-
-pytest.importorskip("nats", reason="nats-py is not installed (pip install 'vudo[nats]')")
-NATS_SERVER = find_nats_server()
-if NATS_SERVER is None:
-    pytest.skip("nats-server not found (apt-get install nats-server)", allow_module_level=True)
-
-from vudo.nats import NatsBroker  # noqa: E402
+from vudo.nats import NatsBroker
 
 SLOW = bool(os.environ.get("VUDO_SLOW"))
 slow = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    assert NATS_SERVER is not None
-    srv = NatsServer(NATS_SERVER, tmp_path_factory.mktemp("nats"))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def session() -> str:
-    return "f" + uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Peer]]:
-    started: list[Peer] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
 
 
 def stored(url: str, session: str, name_token: str) -> int:
