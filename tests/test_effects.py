@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from effects_helpers import FakeSpirit, emit
+from effects_helpers import FakeSpirit, emit, run, warnings_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,23 +44,6 @@ SECRET = b"top secret, outside the root"
 def subscribe(handler: StandardEffectHandler, spirit: FakeSpirit, channel: str) -> int:
     target: Any = spirit
     return handler.subscribe(target, channel)
-
-
-def run(
-    handler: StandardEffectHandler, spirit: FakeSpirit, effect: int, payload: bytes
-) -> tuple[int, tuple[str, int, bytes] | None]:
-    """Emit, wait for the result, return (return code, result message or None)."""
-    rc = emit(handler, spirit, effect, payload)
-    assert handler.wait_idle(30)
-    return rc, (spirit.take() if spirit.inbox else None)
-
-
-def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "vudo.effects" and r.levelno == logging.WARNING
-    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +145,7 @@ def test_ungranted_effects_refused_and_logged(caplog: pytest.LogCaptureFixture) 
         ):
             caplog.clear()
             assert emit(handler, spirit, effect, b"x") == ResultCode.NOT_PERMITTED
-            [message] = refusals(caplog)
+            [message] = warnings_of(caplog)
             assert "'lonely'" in message
             assert (
                 EffectId(effect).name if effect in EffectId._value2member_map_ else "custom (999)"
@@ -184,7 +167,7 @@ def test_registered_effects_need_a_grant_too(caplog: pytest.LogCaptureFixture) -
         handler.register(300, custom)
         with caplog.at_level(logging.WARNING, "vudo.effects"):
             assert emit(handler, FakeSpirit(), 300, b"a") == ResultCode.NOT_PERMITTED
-        assert refusals(caplog)
+        assert warnings_of(caplog)
         granted = FakeSpirit(permissions=Permissions.allow(effects=[300, 301]))
         assert emit(handler, granted, 300, b"b") == OK
         assert emit(handler, granted, 301, b"c") == ResultCode.NOT_FOUND
@@ -218,7 +201,7 @@ def test_channels_honour_permissions(caplog: pytest.LogCaptureFixture) -> None:
         picky = FakeSpirit("picky", permissions=Permissions(channels=frozenset({"news"})))
         with caplog.at_level(logging.WARNING, "vudo.effects"):
             assert subscribe(handler, picky, "secrets") == ResultCode.NOT_PERMITTED
-        assert any("'picky'" in m and "secrets" in m for m in refusals(caplog))
+        assert any("'picky'" in m and "secrets" in m for m in warnings_of(caplog))
         assert subscribe(handler, picky, "news") == OK
         assert subscribe(handler, anyone, "secrets") == OK
         assert subscribe(handler, anyone, "unknown") == ResultCode.NOT_FOUND
@@ -288,7 +271,7 @@ def test_fs_escapes_refused_and_logged(
         with caplog.at_level(logging.WARNING, "vudo.effects"):
             rc, result = run(handler, spirit, EffectId.FS_READ, path.encode())
         assert (rc, result) == (ResultCode.NOT_PERMITTED, None)
-        [message] = refusals(caplog)
+        [message] = warnings_of(caplog)
         assert "'burglar'" in message and "FS_READ" in message
 
 
@@ -358,7 +341,7 @@ def test_fs_write_needs_fs_write(tree: Path, caplog: pytest.LogCaptureFixture) -
     with StandardEffectHandler(perms) as handler, caplog.at_level(logging.WARNING):
         rc = emit(handler, FakeSpirit(), EffectId.FS_WRITE, encode_fs_write("x", b"1"))
     assert rc == ResultCode.NOT_PERMITTED
-    assert any("FS write not granted" in m for m in refusals(caplog))
+    assert any("FS write not granted" in m for m in warnings_of(caplog))
     assert not (tree / "x").exists()
 
 
@@ -569,7 +552,7 @@ def test_http_host_not_allowed(server: _Server, url: str, caplog: pytest.LogCapt
         assert emit(handler, spirit, EffectId.HTTP_POST, encode_http_post(url, b"x")) == (
             ResultCode.NOT_PERMITTED
         )
-    messages = refusals(caplog)
+    messages = warnings_of(caplog)
     assert len(messages) == 2
     assert all("'curious'" in m and "allow-list" in m for m in messages)
 
@@ -741,7 +724,7 @@ def test_db_write_refused_without_grant(db_file: Path, caplog: pytest.LogCapture
             _, status, message = _query(handler, spirit, sql)
             assert status == ResultCode.NOT_PERMITTED, sql
             assert "not permitted" in message
-            assert any("'reader'" in m and "DB_QUERY" in m for m in refusals(caplog)), sql
+            assert any("'reader'" in m and "DB_QUERY" in m for m in warnings_of(caplog)), sql
     assert _count(db_file) == 2
 
 
@@ -779,7 +762,7 @@ def test_db_dangerous_statements_refused_even_with_write(
     ):
         _, status, _ = _query(handler, FakeSpirit(), sql)
     assert status == ResultCode.NOT_PERMITTED
-    assert refusals(caplog)
+    assert warnings_of(caplog)
     assert sorted(p.name for p in db_file.parent.iterdir()) == ["data.sqlite"]
 
 
@@ -880,7 +863,7 @@ def test_full_inbox_and_terminated_spirits_drop_results(
     ):
         full = FakeSpirit("full", capacity=0)
         assert run(handler, full, EffectId.FS_READ, b"f") == (OK, None)
-        assert any("'full'" in m and "dropped" in m for m in refusals(caplog))
+        assert any("'full'" in m and "dropped" in m for m in warnings_of(caplog))
         gone = FakeSpirit("gone")
         gone.terminate("test")
         assert run(handler, gone, EffectId.FS_READ, b"f") == (OK, None)
