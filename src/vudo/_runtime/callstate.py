@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -91,7 +90,6 @@ class CallState:
         self.aborting = False
         self.terminated = False
         self.termination_cause: str | None = None
-        self.wake = threading.Event()
         self._on_terminate = on_terminate
         self._memory_size = memory_size
         self._fuel = limits.fuel is not None
@@ -152,14 +150,12 @@ class CallState:
 
     def cancel(self) -> None:
         """Stop a running call at the next epoch tick (from any thread)."""
-        self.cancelled = True
-        self.wake.set()  # a Spirit paused in vudo_sleep wakes up now
+        self.cancelled = True  # a Spirit paused in vudo_sleep sees it within its 2 ms slice
 
     def abort_call(self) -> None:
-        """Stop the running call at the next epoch tick (or its sleep now), without ending
-        the Spirit; the call raises ``CallCancelled``. Clear with :meth:`call_aborted`."""
+        """Stop the running call at the next epoch tick (or its sleep within 2 ms), without
+        ending the Spirit; the call raises ``CallCancelled``. Clear with :meth:`call_aborted`."""
         self.aborting = True
-        self.wake.set()
 
     def call_aborted(self) -> None:
         """The aborted call has returned: later calls run normally."""
