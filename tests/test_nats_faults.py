@@ -215,10 +215,6 @@ def test_sender_killed_at_random_points_loses_nothing_it_accepted(
 
 @slow
 @pytest.mark.skipif(not SLOW, reason="slow tier: set VUDO_SLOW=1")
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (docs/distributed.md, issue 15): 1 of 72 runs of this loop on a loaded "
-           "machine lost 136 consecutive accepted messages of one killed sender; cause not found")
 @pytest.mark.parametrize("seed", range(8))
 def test_sender_killed_at_random_points_many_times(
     server: NatsServer, session: str, procs: list[Peer], tmp_path: Path, seed: int

@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +66,37 @@ def test_a_journal_needs_a_stable_owner(tmp_path: Path) -> None:
         NatsBroker("nats://127.0.0.1:1", journal=tmp_path)
 
 
+class EarlyMarker:
+    """A KV watcher that says its initial values are over before they arrived, as nats-py's
+    ``watch`` does when the consumer's pending count is read after the server pushed them."""
+
+    def __init__(self, watcher: Any) -> None:
+        self._watcher, self._first = watcher, True
+
+    async def updates(self, timeout: float = 5.0) -> Any:
+        if self._first:
+            self._first = False
+            return None
+        return await self._watcher.updates(timeout)
+
+    def __aiter__(self) -> Any:
+        return self._watcher.__aiter__()
+
+    async def stop(self) -> None:
+        await self._watcher.stop()
+
+
+def early_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nats.js.kv import KeyValue
+
+    real = KeyValue.watchall
+
+    async def watchall(self: Any, **kwargs: Any) -> EarlyMarker:
+        return EarlyMarker(await real(self, **kwargs))
+
+    monkeypatch.setattr(KeyValue, "watchall", watchall)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     if NATS_SERVER is None:
@@ -75,8 +107,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     srv.stop()
 
 
+@pytest.mark.parametrize("racy_watch", [False, True], ids=["watch", "early-marker-watch"])
 def test_restart_with_the_same_owner_resends_what_was_never_stored(
-    server: NatsServer, tmp_path: Path
+    server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, racy_watch: bool
 ) -> None:
     session = "j" + uuid.uuid4().hex[:10]
     with NatsBroker(server.url, session=session) as sink:
@@ -93,6 +126,8 @@ def test_restart_with_the_same_owner_resends_what_was_never_stored(
             frame = encode("src", 0, 0.0, epoch_bytes(ep), f"m{i}".encode())
             j.accept(Out(i + 1, to, subject, frame, ep, f"old{i}"))
         j.close()
+        if racy_watch:  # the registry view must still be whole before the replay reads it
+            early_marker(monkeypatch)
         with NatsBroker(server.url, session=session, owner="src-1", journal=tmp_path) as src:
             assert src.flush(10)
             assert src.post("src", "sink", b"new") == ResultCode.OK

@@ -113,14 +113,30 @@ class Claims(Core):
                 await old.stop()
             except Exception as e:
                 _log.debug("stopping the old KV watch: %r", e)
+        # nats-py may signal the end of the initial values before they arrived (it compares
+        # the consumer's pending count, read after the server pushed them, with what it had
+        # read so far), and an empty view would make a journal replay drop messages as
+        # released. So the snapshot lasts until it reached the bucket's last revision.
+        state = (await self._names.status()).stream_info.state
+        last = int(state.last_seq) if state.messages else 0
         watcher = await self._names.watchall()
         snapshot: dict[str, Claim] = {}
-        while True:
-            entry = await watcher.updates(timeout=2 * self.request_timeout)
+        seen, marked = 0, False
+        while not (marked and seen >= last):
+            try:
+                entry = await watcher.updates(timeout=2 * self.request_timeout)
+            except Exception:
+                if not marked:
+                    raise
+                break  # an entry nats-py skips (a marker of a newer server) never comes
             if entry is None:
-                break
+                marked = True
+                continue
+            seen = max(seen, int(entry.revision))
             claim = self._parse(entry)
-            if claim is not None:
+            if claim is None:
+                snapshot.pop(name_from_token(entry.key), None)
+            else:
                 snapshot[name_from_token(entry.key)] = claim
         with self._lock:
             old_view, self._registry = self._registry, snapshot
