@@ -299,14 +299,6 @@ def test_server_killed_with_a_full_window_many_times(
     _server_kill(tmp_path, session, procs, seed=seed)
 
 
-FULL_INBOX_OUTAGE = pytest.mark.xfail(
-    strict=False,
-    reason="known gap (docs/distributed.md): nats-server 2.9 killed while a sender takes back "
-           "copies that overtook a refused message brings some back; the receiver may get them "
-           "before the sender deletes them again (about 3 runs in 16)")
-
-
-@FULL_INBOX_OUTAGE
 def test_server_killed_while_the_inbox_is_full_keeps_order_per_sender(
     tmp_path: Path, session: str, procs: list[Peer]
 ) -> None:
@@ -314,7 +306,6 @@ def test_server_killed_while_the_inbox_is_full_keeps_order_per_sender(
 
 
 @slow
-@FULL_INBOX_OUTAGE
 @pytest.mark.skipif(not SLOW, reason="slow tier: set VUDO_SLOW=1")
 @pytest.mark.parametrize("seed", range(8))
 def test_server_killed_while_the_inbox_is_full_many_times(

@@ -108,6 +108,8 @@ class NatsBroker(Lifecycle):
         # Message ids must never repeat within JetStream's duplicate window, even when a
         # restarted process reuses ``owner``: they carry a per-instance random prefix.
         self._instance = uuid.uuid4().hex[:10]
+        self._origin = bytes.fromhex(self._instance).ljust(8, b"\0")  # in every frame
+        self._lanes_out = {}
         self._owner_token = name_token(self.owner)
 
         self._lock = threading.Lock()

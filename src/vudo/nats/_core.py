@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from .._host import Message, MessageCallback
+from ._order import Lanes
 
 _log = logging.getLogger("vudo.nats")
 _T = TypeVar("_T")
@@ -47,6 +48,9 @@ class Held:
     #: The copy's ``Nats-Msg-Id``. With the sequence it names the copy: a server restarted
     #: after a SIGKILL may give a new message the sequence of one finished before.
     mid: str = ""
+    #: The sending broker's origin and the lane sequence from the frame (see ``_order``).
+    origin: bytes = b""
+    lane: int = 0
 
     @property
     def key(self) -> tuple[int, str]:
@@ -69,6 +73,8 @@ class Inbox:
     recv_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Stream sequences up to this were cleared: copies still in flight to us are dropped.
     cleared_through: int = 0
+    #: Order per sender: messages that arrived ahead of an earlier one wait here.
+    lanes: Lanes[Held] = field(default_factory=Lanes)
 
 
 @dataclass(eq=False, slots=True)

@@ -65,7 +65,9 @@ class Inboxes(FastAcks):
             self._reqs.clear()
             taken = {h.key: h for i in self._inboxes.values() for h in i.taken}
             for inbox in self._inboxes.values():
+                inbox.lanes.rewind(list(inbox.queue))
                 inbox.queue.clear()
+                inbox.lanes.drop_held()
             self._seen = taken
             self._parked.clear()
         # At start, both names may exist from an earlier run of this owner.
@@ -138,6 +140,7 @@ class Inboxes(FastAcks):
         key = (sseq, headers.get(_H_ID, "") if headers else "")
         token = msg.subject.rsplit(".", 1)[1]
         hooks: tuple[MessageCallback, ...] = ()
+        ready: list[Held] = []
         drop = False
         with self._lock:
             held = self._seen.get(key)
@@ -154,7 +157,7 @@ class Inboxes(FastAcks):
                     _log.warning("dropping a message that is not a vudo frame on %s",
                                  msg.subject)
                 elif inbox is None:
-                    held = Held(sseq, decoded[0], reply, key[1])
+                    held = Held(sseq, decoded[0], reply, key[1], decoded[2], decoded[3])
                     self._seen[key] = held
                     self._parked.setdefault(token, []).append((held, decoded[1]))
                 elif decoded[1] != inbox.epoch:
@@ -162,17 +165,44 @@ class Inboxes(FastAcks):
                 elif sseq <= inbox.cleared_through:
                     drop = True  # stored before clear(), delivered to us after it
                 else:
-                    held = Held(sseq, decoded[0], reply, key[1])
+                    held = Held(sseq, decoded[0], reply, key[1], decoded[2], decoded[3])
                     self._seen[key] = held
-                    inbox.queue.append(held)
+                    ready = self._admit(inbox, held)
                     hooks = tuple(inbox.hooks)
-                    self._changed.notify_all()
         if drop:
             await self._nc.publish(reply, b"+ACK")
             return
-        if held is not None:
+        for h in ready:
             for hook in hooks:
-                self._hooks_q.put((hook, held.message))
+                self._hooks_q.put((hook, h.message))
+
+    def _admit(self, inbox: Inbox, held: Held) -> list[Held]:
+        """Queue ``held`` in its sender's order (with the lock); what was queued."""
+        ready, superseded = inbox.lanes.admit(held, time.monotonic())
+        if superseded is not None:  # a second copy: finished without being handed out
+            self._seen.pop(superseded.key, None)
+            self._done[superseded.key] = None
+            self._acks.append(superseded)
+        if ready:
+            inbox.queue.extend(ready)
+            self._changed.notify_all()
+        return ready
+
+    def _release_overdue(self) -> None:
+        """Hand on messages that waited :data:`HOLD_LIMIT` for an earlier one (on the loop)."""
+        now = time.monotonic()
+        with self._lock:
+            for inbox in self._inboxes.values():
+                ready, skipped = inbox.lanes.overdue(now)
+                if skipped:
+                    _log.warning("%r: gave up waiting for messages %s of a sender; handing "
+                                 "on the later ones", inbox.name, skipped)
+                if ready:
+                    inbox.queue.extend(ready)
+                    for h in ready:
+                        for hook in inbox.hooks:
+                            self._hooks_q.put((hook, h.message))
+                    self._changed.notify_all()
 
     def _adopt_parked(self, inbox: Inbox) -> list[int]:
         """Move messages delivered before ``inbox`` was registered into it (with the lock);
@@ -184,7 +214,7 @@ class Inboxes(FastAcks):
                 stale.append(held)
                 continue
             held.message = held.message._replace(to=inbox.name)
-            inbox.queue.append(held)
+            self._admit(inbox, held)
         self._acks.extend(stale)
         return [h.sseq for h in stale]
 
@@ -418,8 +448,9 @@ class Inboxes(FastAcks):
 
     def _forget_local(self, inbox: Inbox) -> None:
         """Drop what ``inbox`` holds locally (with the lock)."""
-        for h in (*inbox.queue, *inbox.taken):
+        for h in (*inbox.queue, *inbox.taken, *inbox.lanes.held()):
             self._seen.pop(h.key, None)
+        inbox.lanes.drop_held()
         inbox.queue.clear()
         inbox.taken.clear()
 

@@ -180,6 +180,7 @@ class Lifecycle(Inboxes):
                 continue
             try:
                 await self._outbox_tick()
+                self._release_overdue()
                 await self._refill()
                 if self._acks:
                     await self._send_acks(confirm=False)

@@ -62,6 +62,8 @@ class Outbox(Journaled):
     _blocked: dict[str, list[Out]]
     _sent_seqs: dict[str, deque[tuple[int, str]]]
     _taken_back: deque[tuple[float, int, str]]
+    _origin: bytes
+    _lanes_out: dict[str, tuple[str, int]]
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a message for ``to`` without waiting for the network.
@@ -83,14 +85,19 @@ class Outbox(Journaled):
         if to in self._blocked:
             self.refused += 1
             return ResultCode.ERROR  # its inbox in the stream is full (max_inbox)
-        frame = encode(from_, channel, time.time() * 1000.0, epoch_bytes(claim.epoch), data)
         subject = self._subject(claim.owner, name_token(to))
+        now = time.time() * 1000.0
         with self._lock:
             if len(self._outbox) + len(self._inflight) >= self.outbox_size:
                 if self.debug:
                     _log.debug("outbox full (%d); refused message %r -> %r",
                                self.outbox_size, from_, to)
                 return ResultCode.ERROR
+            # The lane sequence is taken under the lock: it counts accepted messages in order.
+            last = self._lanes_out.get(to)
+            lane = last[1] + 1 if last is not None and last[0] == claim.epoch else 1
+            frame = encode(from_, channel, now, epoch_bytes(claim.epoch), self._origin, lane,
+                           data)
             seq = self._out_seq + 1
             item = Out(seq, to, subject, frame, claim.epoch, f"{self._instance}{seq:x}")
             if self._journal is not None:
@@ -100,6 +107,7 @@ class Outbox(Journaled):
                     _log.error("cannot write the outbox journal %s: %r", self._journal.path, e)
                     return ResultCode.ERROR
             self._out_seq = seq
+            self._lanes_out[to] = (claim.epoch, lane)
             self._outbox.append(item)
             wake = not self._wake_scheduled
             self._wake_scheduled = True
@@ -409,6 +417,7 @@ class Outbox(Journaled):
     def _claim_changed(self, name: str, old: Claim, new: Claim | None) -> None:
         if new is not None and new.epoch == old.epoch:
             return  # a take-over keeps the epoch: the messages are the new holder's now
+        self._lanes_out.pop(name, None)  # a fresh claim starts a fresh lane
         ring = self._sent_seqs.pop(name, None)
         if not ring:
             return

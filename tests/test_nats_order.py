@@ -1,0 +1,170 @@
+"""Order per sender at the receiver (``vudo/nats/_order.py``): the lanes on their own, then a
+broker fed the copies a restarted nats-server brings back (a taken-back message again ahead
+of the one it overtook)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vudo.nats import _order
+from vudo.nats._order import HOLD_LIMIT, Lanes
+
+
+@dataclass(eq=False)
+class Copy:
+    sseq: int
+    lane: int
+    origin: bytes = b"A"
+
+
+def admit(lanes: Lanes[Copy], *copies: Copy, now: float = 0.0) -> list[tuple[int, int]]:
+    """Admit each copy; what was handed on, as (lane, sseq)."""
+    out = []
+    for c in copies:
+        ready, _ = lanes.admit(c, now)
+        out += [(r.lane, r.sseq) for r in ready]
+    return out
+
+
+def test_in_order_messages_pass_straight_through() -> None:
+    lanes: Lanes[Copy] = Lanes()
+    assert admit(lanes, Copy(1, 1), Copy(2, 2), Copy(3, 3)) == [(1, 1), (2, 2), (3, 3)]
+    assert lanes.held() == []
+
+
+def test_a_message_ahead_of_a_gap_waits_until_the_gap_fills() -> None:
+    lanes: Lanes[Copy] = Lanes()
+    assert admit(lanes, Copy(1, 1)) == [(1, 1)]
+    assert admit(lanes, Copy(10, 4), Copy(11, 3)) == []  # 2 is missing: both wait
+    assert {c.lane for c in lanes.held()} == {3, 4}
+    assert admit(lanes, Copy(12, 2)) == [(2, 12), (3, 11), (4, 10)]
+    assert lanes.held() == []
+
+
+def test_a_second_copy_of_a_message_handed_on_is_superseded() -> None:
+    lanes: Lanes[Copy] = Lanes()
+    admit(lanes, Copy(1, 1), Copy(2, 2))
+    again = Copy(9, 2)
+    assert lanes.admit(again, 0.0) == ([], again)  # to acknowledge, never handed out
+
+
+def test_of_two_held_copies_the_later_stored_stays() -> None:
+    lanes: Lanes[Copy] = Lanes()
+    admit(lanes, Copy(1, 1))
+    old, new = Copy(5, 3), Copy(8, 3)
+    assert lanes.admit(old, 0.0) == ([], None)
+    assert lanes.admit(new, 0.0) == ([], old)  # the sender deletes the earlier copy
+    assert lanes.admit(Copy(4, 3), 0.0)[1] is not None  # an even earlier one goes too
+    assert admit(lanes, Copy(9, 2)) == [(2, 9), (3, 8)]
+
+
+def test_a_gap_that_never_fills_is_given_up_after_the_hold_limit() -> None:
+    lanes: Lanes[Copy] = Lanes()
+    admit(lanes, Copy(1, 1))
+    admit(lanes, Copy(3, 3), now=100.0)
+    assert lanes.overdue(100.0 + HOLD_LIMIT / 2) == ([], [])
+    ready, skipped = lanes.overdue(100.0 + HOLD_LIMIT + 0.1)
+    assert [c.lane for c in ready] == [3] and skipped == [(2, 2)]
+    assert admit(lanes, Copy(4, 2)) == [(2, 4)]  # late, but never lost
+
+
+def test_the_first_message_of_a_sender_starts_its_lane() -> None:
+    lanes: Lanes[Copy] = Lanes()  # a receiver restarted after messages 1..499 were finished
+    assert admit(lanes, Copy(7, 500), Copy(8, 501)) == [(500, 7), (501, 8)]
+    assert admit(lanes, Copy(9, 1, origin=b"B")) == [(1, 9)]  # lanes are per sender
+
+
+def test_messages_dropped_from_the_queue_unread_are_let_in_again() -> None:
+    lanes: Lanes[Copy] = Lanes()
+    queued = [Copy(1, 1), Copy(2, 2)]
+    admit(lanes, *queued)
+    lanes.rewind(queued)  # the consumer was re-created: it delivers them again
+    assert admit(lanes, Copy(1, 1), Copy(2, 2)) == [(1, 1), (2, 2)]
+
+
+def test_idle_lanes_are_forgotten_but_never_one_with_held_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_order, "MAX_LANES", 3)
+    lanes: Lanes[Copy] = Lanes()
+    admit(lanes, Copy(1, 1, b"held"), Copy(2, 3, b"held"))  # lane "held" waits for 2
+    for i in range(10):
+        admit(lanes, Copy(10 + i, 1, bytes([i])))
+    assert admit(lanes, Copy(30, 2, b"held")) == [(2, 30), (3, 2)]
+
+
+# --- a broker fed what a restarted server brings back -----------------------------------------
+
+from nats_fixtures import *  # noqa: E402, F403
+from nats_helpers import NatsServer  # noqa: E402
+
+from vudo.nats import NatsBroker, name_token  # noqa: E402
+from vudo.nats._claims import epoch_bytes  # noqa: E402
+from vudo.nats._wire import encode  # noqa: E402
+
+
+def _publish(url: str, subject: str, frames: list[tuple[bytes, str]]) -> None:
+    import nats
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        for data, mid in frames:
+            await js.publish(subject, data, headers={"Nats-Msg-Id": mid})
+        await nc.close()
+
+    asyncio.run(run())
+
+
+def _stored(url: str, stream: str, subject: str) -> int:
+    import nats
+
+    async def run() -> int:
+        nc = await nats.connect(url)
+        info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+        await nc.close()
+        return sum((info.state.subjects or {}).values())
+
+    return asyncio.run(run())
+
+
+def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
+    server: NatsServer, session: str
+) -> None:
+    with NatsBroker(server.url, session=session) as sink:
+        sink.register("sink")
+        epoch = epoch_bytes(sink._registry["sink"].epoch)
+        subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
+
+        def frame(lane: int) -> bytes:
+            return encode("src", 0, 0.0, epoch, b"sender-1", lane, f"m{lane}".encode())
+
+        # What the stream holds after the kill: message 3's taken-back copy came back before
+        # 2 (refused while the inbox was full) was stored, then 3 was re-sent under a new id.
+        _publish(server.url, subject, [(frame(1), "x1"), (frame(3), "x3"), (frame(2), "x2"),
+                                       (frame(3), "x3r1")])
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 3:
+            assert time.monotonic() < deadline, f"got {got}"
+            m = sink.recv("sink")
+            if m is None:
+                sink.wait_pending("sink", 0.2)
+            else:
+                got.append(m.payload)
+        assert got == [b"m1", b"m2", b"m3"]
+        assert sink.done("sink")
+        assert sink.wait_pending("sink", 0.5) is False  # the second copy is not handed out
+        assert sink.pending("sink") == 0
+        deadline = time.monotonic() + 10
+        while _stored(server.url, f"VUDO_{session}", subject):  # nothing stranded
+            assert time.monotonic() < deadline, "a copy stayed in the stream"
+            time.sleep(0.05)
