@@ -74,6 +74,7 @@ def test_a_gap_that_never_fills_is_given_up_after_the_hold_limit() -> None:
     ready, skipped = lanes.overdue(100.0 + HOLD_LIMIT + 0.1)
     assert [c.lane for c in ready] == [3] and skipped == [(2, 2)]
     assert admit(lanes, Copy(4, 2)) == [(2, 4)]  # late, but never lost
+    assert lanes.admit(Copy(5, 2), 0.0)[0] == []  # and a copy of it is one
 
 
 def test_the_first_message_of_a_sender_starts_its_lane() -> None:
@@ -86,8 +87,16 @@ def test_messages_dropped_from_the_queue_unread_are_let_in_again() -> None:
     lanes: Lanes[Copy] = Lanes()
     queued = [Copy(1, 1), Copy(2, 2)]
     admit(lanes, *queued)
-    lanes.rewind(queued)  # the consumer was re-created: it delivers them again
+    lanes.rewind(queued, [])  # the consumer was re-created: it delivers them again
     assert admit(lanes, Copy(1, 1), Copy(2, 2)) == [(1, 1), (2, 2)]
+
+
+def test_a_rewind_does_not_wait_for_messages_handed_out_from_the_middle() -> None:
+    lanes: Lanes[Copy] = Lanes()  # 1 and 3 queued, 2 taken by a recv on another channel
+    admit(lanes, Copy(1, 1), Copy(2, 2), Copy(3, 3))
+    lanes.rewind([Copy(1, 1), Copy(3, 3)], [Copy(2, 2)])
+    assert admit(lanes, Copy(1, 1), Copy(3, 3)) == [(1, 1), (3, 3)]
+    assert lanes.admit(Copy(2, 2), 0.0)[0] == []  # a copy of the one handed out
 
 
 def test_idle_lanes_are_forgotten_but_never_one_with_held_messages(

@@ -65,7 +65,7 @@ class Inboxes(FastAcks):
             self._reqs.clear()
             taken = {h.key: h for i in self._inboxes.values() for h in i.taken}
             for inbox in self._inboxes.values():
-                inbox.lanes.rewind(list(inbox.queue))
+                inbox.lanes.rewind(list(inbox.queue), inbox.taken)
                 inbox.queue.clear()
                 inbox.lanes.drop_held()
             self._seen = taken

@@ -13,7 +13,7 @@ in ``pending``) until the gap fills, or for :data:`HOLD_LIMIT` seconds if it nev
 message the sender gave up on). A second copy of a message already handed on is dropped; of
 two copies held, the later stored one stays (the sender deletes the earlier). The first
 message seen from an origin starts its lane: a receiver restarted mid-stream does not wait
-for messages an earlier run finished.
+for messages an earlier run finished. A lane costs a few integers, whatever its traffic.
 """
 
 from __future__ import annotations
@@ -35,34 +35,48 @@ Held = TypeVar("Held", bound=_Stored)  # the inbox's Held: kept generic, _core i
 
 #: Seconds a message waits for an earlier one of its lane before it is handed on anyway.
 HOLD_LIMIT = 10.0
-#: Lane sequences remembered per lane to recognise second copies.
-_RECENT = 4096
 #: Lanes kept per inbox; the least recently used one without held messages goes first (a
 #: sender seen again after that starts a fresh lane).
 MAX_LANES = 256
+#: Given-up gaps remembered per lane, so a message of one that comes late is still handed on.
+_GAPS = 64
 
 
 class _Lane(Generic[Held]):
-    __slots__ = ("held", "hi", "recent", "recent_order")
+    __slots__ = ("base", "gaps", "held", "hi", "passed")
 
-    def __init__(self, hi: int) -> None:
-        self.hi = hi  # every lane sequence up to it was handed on (or given up on)
+    def __init__(self, first: int) -> None:
+        self.base = first  # where the lane started here: older ones are late, not copies
+        self.hi = first - 1  # every lane sequence up to it was handed on (or given up on)
         self.held: dict[int, tuple[Held, float]] = {}
-        self.recent: set[int] = set()
-        self.recent_order: deque[int] = deque()
+        self.gaps: deque[list[int]] = deque(maxlen=_GAPS)
+        self.passed: set[int] = set()  # above ``hi``, handed on before a rewind
 
-    def remember(self, rseq: int) -> None:
-        self.recent.add(rseq)
-        self.recent_order.append(rseq)
-        if len(self.recent_order) > _RECENT:
-            self.recent.discard(self.recent_order.popleft())
+    def late(self, rseq: int) -> bool:
+        """Whether ``rseq`` (at most ``hi``) was never handed on here (so is no copy)."""
+        if rseq < self.base:
+            return True
+        for gap in self.gaps:
+            if gap[0] <= rseq <= gap[1]:
+                self.gaps.remove(gap)  # one message may fill it; a second copy then is one
+                if gap[0] < rseq:
+                    self.gaps.append([gap[0], rseq - 1])
+                if rseq < gap[1]:
+                    self.gaps.append([rseq + 1, gap[1]])
+                return True
+        return False
 
     def release(self, ready: list[Held]) -> None:
         """Hand on the held messages that follow ``hi`` without a gap."""
-        while (nxt := self.held.pop(self.hi + 1, None)) is not None:
+        while True:
+            nxt = self.held.pop(self.hi + 1, None)
+            if nxt is not None:
+                ready.append(nxt[0])
+            elif self.hi + 1 in self.passed:
+                self.passed.discard(self.hi + 1)
+            else:
+                return
             self.hi += 1
-            self.remember(self.hi)
-            ready.append(nxt[0])
 
 
 class Lanes(Generic[Held]):
@@ -84,14 +98,13 @@ class Lanes(Generic[Held]):
                 idle = next((o for o, ln in self._by_origin.items() if not ln.held), None)
                 if idle is not None:
                     del self._by_origin[idle]
-            lane = self._by_origin[held.origin] = _Lane[Held](rseq - 1)
+            lane = self._by_origin[held.origin] = _Lane[Held](rseq)
         else:
             self._by_origin.move_to_end(held.origin)
         if rseq <= lane.hi:
-            if rseq in lane.recent:
-                return [], held  # a second copy of one handed on
-            lane.remember(rseq)
-            return [held], None  # older than where the lane started here: late, not lost
+            return ([held], None) if lane.late(rseq) else ([], held)
+        if rseq in lane.passed:
+            return [], held  # a second copy of one handed on
         other = lane.held.get(rseq)
         if other is not None:
             if other[0].sseq >= held.sseq:
@@ -102,7 +115,6 @@ class Lanes(Generic[Held]):
             lane.held[rseq] = (held, now)
             return [], None
         lane.hi = rseq
-        lane.remember(rseq)
         ready = [held]
         lane.release(ready)
         return ready, None
@@ -117,22 +129,27 @@ class Lanes(Generic[Held]):
                 continue
             first = min(lane.held)
             skipped.append((lane.hi + 1, first - 1))
+            lane.gaps.append([lane.hi + 1, first - 1])
             lane.hi = first - 1
             lane.release(ready)
         return ready, skipped
 
+    def rewind(self, queued: list[Held], taken: list[Held]) -> None:
+        """``queued`` messages were dropped from the inbox's queue unread (the consumer is
+        re-created and delivers them again): let them in again; ``taken`` were handed out and
+        are not delivered to the lanes again."""
+        for h in queued:
+            lane = self._by_origin.get(h.origin) if h.lane else None
+            if lane is not None and h.lane <= lane.hi:
+                lane.hi = h.lane - 1
+        for h in taken:
+            lane = self._by_origin.get(h.origin) if h.lane else None
+            if lane is not None and h.lane > lane.hi:
+                lane.passed.add(h.lane)
+
     def held(self) -> list[Held]:
         """Every message held back."""
         return [h for lane in self._by_origin.values() for h, _ in lane.held.values()]
-
-    def rewind(self, queued: list[Held]) -> None:
-        """Messages handed on to the inbox's queue were dropped from it unread (the consumer
-        is re-created and delivers them again): let them in again."""
-        for h in queued:
-            lane = self._by_origin.get(h.origin) if h.lane else None
-            if lane is not None:
-                lane.hi = min(lane.hi, h.lane - 1)
-                lane.recent.discard(h.lane)
 
     def drop_held(self) -> None:
         """Forget what is held (the consumer was re-created: it delivers them again)."""
