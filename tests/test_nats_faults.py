@@ -10,6 +10,7 @@ tests run a few iterations here and many with ``VUDO_SLOW=1`` (the slow tier, ``
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -411,9 +412,10 @@ def test_full_remote_inbox_refuses_sends_and_loses_none_accepted(
 # --- a three-node cluster --------------------------------------------------------------------
 
 def test_cluster_node_killed_and_restarted_mid_stream_loses_nothing(
-    tmp_path: Path, session: str, procs: list[Peer]
+    tmp_path: Path, session: str, procs: list[Peer], caplog: pytest.LogCaptureFixture
 ) -> None:
     assert NATS_SERVER is not None
+    caplog.set_level(logging.DEBUG, logger="vudo.nats")  # a failure shows each recovery step
     cluster = NatsCluster(NATS_SERVER, tmp_path / "cluster")
     cluster.start()
     try:

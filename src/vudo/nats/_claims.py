@@ -11,6 +11,7 @@ gap it re-reads every claim it holds before handing out anything again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -102,8 +103,10 @@ class Claims(Core):
             _log.warning("ignoring malformed claim %r", entry.key)
             return None
 
-    async def _restart_watch(self) -> None:
-        """(Re)start the KV watch; the registry view is rebuilt from its initial snapshot."""
+    async def _restart_watch(self, timeout: float | None = None) -> None:
+        """(Re)start the KV watch; the registry view is rebuilt from its initial snapshot.
+        ``timeout``: seconds to wait for each value (``request_timeout`` by default)."""
+        wait = 2 * (timeout or self.request_timeout)
         if self._watch_task is not None:
             self._watch_task.cancel()
             self._watch_task = None
@@ -120,11 +123,29 @@ class Claims(Core):
         state = (await self._names.status()).stream_info.state
         last = int(state.last_seq) if state.messages else 0
         watcher = await self._names.watchall()
+        try:
+            snapshot = await self._snapshot(watcher, last, wait)
+        except BaseException:  # timed out or cancelled (a recovery attempt): not kept
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+            raise
+        with self._lock:
+            old_view, self._registry = self._registry, snapshot
+            for name, claim in old_view.items():
+                if snapshot.get(name) != claim:
+                    self._claim_changed(name, claim, snapshot.get(name))
+            for inbox in list(self._inboxes.values()):
+                self._check_lost(inbox, snapshot.get(inbox.name))
+            self._changed.notify_all()
+        self._watcher = watcher
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch_loop(watcher))
+
+    async def _snapshot(self, watcher: Any, last: int, wait: float) -> dict[str, Claim]:
         snapshot: dict[str, Claim] = {}
         seen, marked = 0, False
         while not (marked and seen >= last):
             try:
-                entry = await watcher.updates(timeout=2 * self.request_timeout)
+                entry = await watcher.updates(timeout=wait)
             except Exception:
                 if not marked:
                     raise
@@ -138,16 +159,7 @@ class Claims(Core):
                 snapshot.pop(name_from_token(entry.key), None)
             else:
                 snapshot[name_from_token(entry.key)] = claim
-        with self._lock:
-            old_view, self._registry = self._registry, snapshot
-            for name, claim in old_view.items():
-                if snapshot.get(name) != claim:
-                    self._claim_changed(name, claim, snapshot.get(name))
-            for inbox in list(self._inboxes.values()):
-                self._check_lost(inbox, snapshot.get(inbox.name))
-            self._changed.notify_all()
-        self._watcher = watcher
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch_loop(watcher))
+        return snapshot
 
     async def _watch_loop(self, watcher: Any) -> None:
         async for entry in watcher:

@@ -196,11 +196,21 @@ class Lifecycle(Inboxes):
         except Exception as e:
             _log.debug("deleting taken-back copies again failed: %r", e)
         await self._resend_all()
+        step = ""
+        attempt = 0
         while self._connected and not self._closed:
+            # While a cluster elects new leaders JetStream requests go unanswered: attempts
+            # wait 0.5 s, 1 s, 2 s... up to ``request_timeout`` for an answer, so recovery ends
+            # soon after the election and still completes on a slow server.
+            timeout = min(self.request_timeout, 0.5 * 2 ** attempt)
+            attempt += 1
             try:
-                await self._heartbeat_once()  # also proves JetStream is back
-                await self._restart_watch()
-                await self._reset_consumer()
+                step = "heartbeat"
+                await asyncio.wait_for(self._heartbeat_once(), timeout)  # JetStream is back
+                step = "registry watch"
+                await asyncio.wait_for(self._restart_watch(timeout), 4 * timeout)
+                step = "consumer"
+                await asyncio.wait_for(self._reset_consumer(), 4 * timeout)
                 self.last_recovery = time.perf_counter() - started
                 _log.info("NATS session %r recovered (%d inboxes)", self.session,
                           len(self._inboxes))
@@ -208,7 +218,7 @@ class Lifecycle(Inboxes):
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                _log.debug("recovery attempt failed: %r", e)
+                _log.debug("recovery attempt failed at the %s (%.1f s): %r", step, timeout, e)
                 await asyncio.sleep(0.25)
 
     async def _shutdown(self) -> None:
