@@ -140,8 +140,9 @@ class FastAcks(Outbox):
                     return False  # swept messages are deleted through the JetStream API
                 self._acks, self._ack_scheduled = [], False
             # Acknowledging twice is harmless: if the ticker sent ours meanwhile (unconfirmed),
-            # send them again to get the confirmation.
-            replies = [h.reply for h in batch or helds if h.reply is not None]
+            # send them again to get the confirmation. Newest first, as Inboxes._send_acks.
+            replies = [h.reply for h in sorted(batch or helds, key=lambda h: h.sseq,
+                                               reverse=True) if h.reply is not None]
             try:
                 if replies:
                     acker.ack(replies)

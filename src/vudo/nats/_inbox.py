@@ -29,6 +29,10 @@ _PULL_EXPIRES = 5.0
 _H_ID = "Nats-Msg-Id"
 
 
+def _by_sseq(h: Held) -> int:
+    return h.sseq
+
+
 class Inboxes(FastAcks):
     """The receiving half of the broker."""
 
@@ -139,8 +143,6 @@ class Inboxes(FastAcks):
         sseq = ack_stream_seq(reply)
         key = (sseq, headers.get(_H_ID, "") if headers else "")
         token = msg.subject.rsplit(".", 1)[1]
-        hooks: tuple[MessageCallback, ...] = ()
-        ready: list[Held] = []
         drop = False
         with self._lock:
             held = self._seen.get(key)
@@ -167,26 +169,26 @@ class Inboxes(FastAcks):
                 else:
                     held = Held(sseq, decoded[0], reply, key[1], decoded[2], decoded[3])
                     self._seen[key] = held
-                    ready = self._admit(inbox, held)
-                    hooks = tuple(inbox.hooks)
+                    self._admit(inbox, held)
         if drop:
             await self._nc.publish(reply, b"+ACK")
-            return
-        for h in ready:
-            for hook in hooks:
-                self._hooks_q.put((hook, h.message))
 
-    def _admit(self, inbox: Inbox, held: Held) -> list[Held]:
-        """Queue ``held`` in its sender's order (with the lock); what was queued."""
+    def _admit(self, inbox: Inbox, held: Held) -> None:
+        """Queue ``held`` in its sender's order (with the lock)."""
         ready, superseded = inbox.lanes.admit(held, time.monotonic())
         if superseded is not None:  # a second copy: finished without being handed out
             self._seen.pop(superseded.key, None)
             self._done[superseded.key] = None
             self._acks.append(superseded)
+        self._queue(inbox, ready)
+
+    def _queue(self, inbox: Inbox, ready: list[Held]) -> None:
         if ready:
             inbox.queue.extend(ready)
+            for h in ready:
+                for hook in inbox.hooks:
+                    self._hooks_q.put((hook, h.message))
             self._changed.notify_all()
-        return ready
 
     def _release_overdue(self) -> None:
         """Hand on messages that waited :data:`HOLD_LIMIT` for an earlier one (on the loop)."""
@@ -197,12 +199,7 @@ class Inboxes(FastAcks):
                 if skipped:
                     _log.warning("%r: gave up waiting for messages %s of a sender; handing "
                                  "on the later ones", inbox.name, skipped)
-                if ready:
-                    inbox.queue.extend(ready)
-                    for h in ready:
-                        for hook in inbox.hooks:
-                            self._hooks_q.put((hook, h.message))
-                    self._changed.notify_all()
+                self._queue(inbox, ready)
 
     def _adopt_parked(self, inbox: Inbox) -> list[int]:
         """Move messages delivered before ``inbox`` was registered into it (with the lock);
@@ -300,7 +297,11 @@ class Inboxes(FastAcks):
         last_ack: str | None = None
         deletes = []
         try:
-            for h in batch:
+            # Newest first: nats-server 2.9, removing the first stored message of a subject
+            # that holds more, walks the stream to that subject's next message (~one step per
+            # other inbox's message in between); removed newest first, a subject's messages
+            # in the batch are never its first while later ones remain.
+            for h in sorted(batch, key=_by_sseq, reverse=True):
                 if h.reply is None:
                     deletes.append(self._delete(h.sseq))
                 elif last_ack is not None:
