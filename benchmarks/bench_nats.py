@@ -12,8 +12,10 @@ and measures, across OS processes:
 * sending 10,000 messages and waiting until JetStream stored them, without and with the
   sender's journal (``journal=``);
 * round trip between two processes, both sides ``ack="sync"``, beside raw nats-py;
-* server CPU per message with 1 and with 1,000 receiving Spirits (from the server's monitoring
-  endpoint, ``/varz`` ``cpu`` sampled through the run, and from ``/proc`` as a check);
+* server CPU per message with 1 and with 1,000 receiving Spirits (the server process's CPU
+  time from ``/proc``; ``/varz`` ``cpu`` is sampled as a check), each on a fresh server,
+  alternating, medians of ``--cpu-reps``: receivers that free each message (as a Spirit's
+  ``vudo_free_message``), and receivers whose next ``recv`` finishes the previous one;
 * time to register 1,000 Spirits, and recovery after a server kill with 1,000 registered.
 
 The raw nats-py code is in this file (``raw_*`` roles); the benchmark runs itself as the peer.
@@ -316,9 +318,13 @@ class ServerCpu:
         self.proc_seconds = self._proc_seconds() - self._proc0
 
 
-def bench_server_cpu(server: NatsServer, monitor: int, spirits: int, n: int) -> tuple[float,
-                                                                                      float]:
-    """Server CPU microseconds per message (varz, /proc) with ``spirits`` receivers."""
+def bench_server_cpu(server: NatsServer, monitor: int, spirits: int, n: int,
+                     finish: bool = True) -> tuple[float, float]:
+    """Server CPU microseconds per message (varz, /proc) with ``spirits`` receivers.
+
+    ``finish``: each message is finished once received, as a Spirit that frees it; without,
+    it is finished by the name's next ``recv``, so every name keeps one message in the stream
+    and nats-server 2.9 walks the stream to the name's next message at each removal."""
     session = f"cpu{spirits}x{time.monotonic_ns() % 10**9}"
     with NatsBroker(server.url, session=session, ack="async") as b:
         names = [f"s{i}" for i in range(spirits)]
@@ -332,6 +338,8 @@ def bench_server_cpu(server: NatsServer, monitor: int, spirits: int, n: int) -> 
                 before = got
                 for name in names:
                     while b.recv(name) is not None:
+                        if finish:
+                            b.done(name)  # as a Spirit's vudo_free_message does
                         got += 1
                 if got == before:
                     time.sleep(0.001)
@@ -339,6 +347,25 @@ def bench_server_cpu(server: NatsServer, monitor: int, spirits: int, n: int) -> 
             b.flush(10)
         sender.wait(30)
     return cpu.varz_seconds / n * 1e6, cpu.proc_seconds / n * 1e6
+
+
+def server_cpu_pair(binary: str, n: int, spirits: int, finish: bool,
+                    reps: int) -> tuple[float, float]:
+    """Median server CPU per message (``/proc``) with 1 and with ``spirits`` receivers, each
+    run on a fresh server (what earlier runs left in a server costs it CPU too), the two
+    alternating."""
+    runs: dict[int, list[float]] = {1: [], spirits: []}
+    for _ in range(reps):
+        for k in (1, spirits):
+            monitor = free_port()
+            with tempfile.TemporaryDirectory() as tmp:
+                server = NatsServer(binary, Path(tmp), extra=["-m", str(monitor)])
+                server.start()
+                try:
+                    runs[k].append(bench_server_cpu(server, monitor, k, n, finish)[1])
+                finally:
+                    server.stop()
+    return statistics.median(runs[1]), statistics.median(runs[spirits])
 
 
 def bench_register_and_recover(server: NatsServer, spirits: int) -> tuple[float, float]:
@@ -367,6 +394,7 @@ def main() -> None:
     ap.add_argument("--round-trips", type=int, default=500)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--spirits", type=int, default=1000)
+    ap.add_argument("--cpu-reps", type=int, default=3, help="fresh-server runs per CPU row")
     ap.add_argument("--role", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if args.role:
@@ -401,13 +429,12 @@ def main() -> None:
             raw_rtt_us = _median_us(asyncio.run(raw_rtt(server.url, "b", k)))
             rows.append(("round trip, median", f"{ours_rtt:,.0f} us", f"{raw_rtt_us:,.0f} us",
                          f"{ours_rtt / raw_rtt_us:.2f}x"))
-            cpu1 = bench_server_cpu(server, monitor, 1, n)
-            cpun = bench_server_cpu(server, monitor, args.spirits, n)
-            rows.append(("server CPU/msg, 1 Spirit (varz; /proc)",
-                         f"{cpu1[0]:.1f} us; {cpu1[1]:.1f} us", "", ""))
-            rows.append((f"server CPU/msg, {args.spirits} Spirits (varz; /proc)",
-                         f"{cpun[0]:.1f} us; {cpun[1]:.1f} us", "",
-                         f"{cpun[1] / cpu1[1]:.2f}x of 1"))
+            for finish in (True, False):
+                cpu1, cpun = server_cpu_pair(binary, n, args.spirits, finish, args.cpu_reps)
+                how = "freed" if finish else "finished by the next recv"
+                rows.append((f"server CPU/msg, 1 Spirit, {how}", f"{cpu1:.1f} us", "", ""))
+                rows.append((f"server CPU/msg, {args.spirits} Spirits, {how}", f"{cpun:.1f} us",
+                             "", f"{cpun / cpu1:.2f}x of 1"))
             register, recover = bench_register_and_recover(server, args.spirits)
             rows.append((f"register {args.spirits} Spirits", f"{register:.2f} s", "", ""))
             rows.append((f"reconnect recovery, {args.spirits} Spirits", f"{recover:.3f} s", "",
