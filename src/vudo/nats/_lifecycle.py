@@ -199,11 +199,11 @@ class Lifecycle(Inboxes):
         step = ""
         attempt = 0
         while self._connected and not self._closed:
-            # While a cluster elects new leaders JetStream requests go unanswered: attempts
-            # wait 0.5 s, 1 s, 2 s... up to ``request_timeout`` for an answer, so recovery ends
-            # soon after the election and still completes on a slow server.
+            # While a cluster elects new leaders JetStream requests go unanswered: after each
+            # attempt that timed out the next waits longer (0.5 s, 1 s, 2 s... up to
+            # ``request_timeout``), so recovery ends soon after the election and still
+            # completes on a slow server. A refusal (no responders) does not lengthen it.
             timeout = min(self.request_timeout, 0.5 * 2 ** attempt)
-            attempt += 1
             try:
                 step = "heartbeat"
                 await asyncio.wait_for(self._heartbeat_once(), timeout)  # JetStream is back
@@ -219,6 +219,8 @@ class Lifecycle(Inboxes):
                 raise
             except Exception as e:
                 _log.debug("recovery attempt failed at the %s (%.1f s): %r", step, timeout, e)
+                if isinstance(e, TimeoutError):
+                    attempt += 1
                 await asyncio.sleep(0.25)
 
     async def _shutdown(self) -> None:
