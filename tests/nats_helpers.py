@@ -12,6 +12,7 @@ at once, so the parent can follow it with :func:`wait_for_line`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import queue
 import shutil
@@ -55,6 +56,22 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(step)
+
+
+def stored(url: str, session: str, name_token: str) -> int:
+    """Messages the session's stream holds for ``name_token`` under any owner."""
+    import nats
+
+    async def count() -> int:
+        nc = await nats.connect(url.split(","))
+        try:
+            info = await nc.jetstream().stream_info(
+                f"VUDO_{session}", subjects_filter=f"vudo.{session}.in.*.{name_token}")
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
 
 
 class NatsServer:

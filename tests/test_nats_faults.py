@@ -24,29 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nats_fixtures import *  # noqa: F403 (the fixtures: server, session, procs)
 from nats_fixtures import NATS_SERVER
-from nats_helpers import NatsCluster, NatsServer, Peer, spawn, wait_until
+from nats_helpers import NatsCluster, NatsServer, Peer, spawn, stored, wait_until
 
 from vudo.abi import ResultCode
 from vudo.nats import NatsBroker
 
 SLOW = bool(os.environ.get("VUDO_SLOW"))
 slow = pytest.mark.slow
-
-
-def stored(url: str, session: str, name_token: str) -> int:
-    """Messages the session's stream holds for ``name_token`` under any owner."""
-    import nats
-
-    async def count() -> int:
-        nc = await nats.connect(url.split(","))
-        try:
-            info = await nc.jetstream().stream_info(
-                f"VUDO_{session}", subjects_filter=f"vudo.{session}.in.*.{name_token}")
-            return sum((info.state.subjects or {}).values())
-        finally:
-            await nc.close()
-
-    return asyncio.run(count())
 
 
 def stream_leader(url: str, session: str) -> str:

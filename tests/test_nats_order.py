@@ -113,7 +113,7 @@ def test_idle_lanes_are_forgotten_but_never_one_with_held_messages(
 # --- a broker fed what a restarted server brings back -----------------------------------------
 
 from nats_fixtures import *  # noqa: E402, F403
-from nats_helpers import NatsServer  # noqa: E402
+from nats_helpers import NatsServer, stored  # noqa: E402
 
 from vudo.nats import NatsBroker, name_token  # noqa: E402
 from vudo.nats._claims import epoch_bytes  # noqa: E402
@@ -131,18 +131,6 @@ def _publish(url: str, subject: str, frames: list[tuple[bytes, str]]) -> None:
         await nc.close()
 
     asyncio.run(run())
-
-
-def _stored(url: str, stream: str, subject: str) -> int:
-    import nats
-
-    async def run() -> int:
-        nc = await nats.connect(url)
-        info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
-        await nc.close()
-        return sum((info.state.subjects or {}).values())
-
-    return asyncio.run(run())
 
 
 def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
@@ -174,6 +162,6 @@ def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
         assert sink.wait_pending("sink", 0.5) is False  # the second copy is not handed out
         assert sink.pending("sink") == 0
         deadline = time.monotonic() + 10
-        while _stored(server.url, f"VUDO_{session}", subject):  # nothing stranded
+        while stored(server.url, session, "sink"):  # nothing stranded
             assert time.monotonic() < deadline, "a copy stayed in the stream"
             time.sleep(0.05)
