@@ -165,3 +165,21 @@ def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
         while stored(server.url, session, "sink"):  # nothing stranded
             assert time.monotonic() < deadline, "a copy stayed in the stream"
             time.sleep(0.05)
+
+
+def test_after_clear_a_sender_starts_a_fresh_lane(server: NatsServer, session: str) -> None:
+    with NatsBroker(server.url, session=session) as sink:
+        sink.register("sink")
+        epoch = epoch_bytes(sink._registry["sink"].epoch)
+        subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
+
+        def frame(lane: int) -> bytes:
+            return encode("src", 0, 0.0, epoch, b"sender-2", lane, f"m{lane}".encode())
+
+        _publish(server.url, subject, [(frame(1), "y1")])
+        assert sink.wait_pending("sink", 10)
+        sink.clear()  # 2-4 were purged before this receiver saw them
+        _publish(server.url, subject, [(frame(5), "y5")])
+        assert sink.wait_pending("sink", 5)  # not held back waiting for 2-4 (10 s)
+        m = sink.recv("sink")
+        assert m is not None and m.payload == b"m5"

@@ -20,6 +20,7 @@ from typing import Any
 from .._host import Message, MessageCallback
 from ._core import DONE_MEMORY, Held, Inbox
 from ._fastack import FastAcks
+from ._order import Lanes
 from ._wire import ack_stream_seq, decode
 
 _log = logging.getLogger("vudo.nats")
@@ -448,10 +449,11 @@ class Inboxes(FastAcks):
                 _log.exception("on_message callback for %r failed", message.to)
 
     def _forget_local(self, inbox: Inbox) -> None:
-        """Drop what ``inbox`` holds locally (with the lock)."""
+        """Drop what ``inbox`` holds locally (with the lock). Its lanes start afresh: what
+        was stored for it is purged, so the next message of a sender follows a gap."""
         for h in (*inbox.queue, *inbox.taken, *inbox.lanes.held()):
             self._seen.pop(h.key, None)
-        inbox.lanes.drop_held()
+        inbox.lanes = Lanes()
         inbox.queue.clear()
         inbox.taken.clear()
 
