@@ -439,8 +439,9 @@ def main() -> None:
                 how = "freed" if finish else "next recv"
                 for count in (1, args.spirits):
                     varz, proc = cpu[count]
-                    ratio = (f"{varz / max(cpu[1][0], 1e-9):.2f}x; "
-                             f"{proc / cpu[1][1]:.2f}x of 1" if count != 1 else "")
+                    # /varz updates its cpu figure about once a second: a shorter run reads 0.
+                    vr = f"{varz / cpu[1][0]:.2f}x" if cpu[1][0] > 0 else "n/a"
+                    ratio = f"{vr}; {proc / cpu[1][1]:.2f}x of 1" if count != 1 else ""
                     rows.append((f"server CPU/msg (varz; /proc), {count} Spirit(s), {how}",
                                  f"{varz:.1f} us; {proc:.1f} us", "", ratio))
             register, recover = bench_register_and_recover(server, args.spirits)
