@@ -102,7 +102,8 @@ async def raw_send(url: str, subject: str, n: int, size: int, window: int = 1024
     t0 = time.perf_counter()
     for i in range(n):
         await inflight.acquire()
-        data = encode("src", 0, time.time() * 1000.0, b"12345678", b"rawsendr", i + 1, payload)
+        data = encode("src", 0, time.time() * 1000.0, b"12345678", b"rawsendr", i + 1, i + 1,
+                      payload)
         await nc.publish(subject, data, reply=f"{inbox}.{i}",
                          headers={"Nats-Msg-Id": f"raw{t0}{i:x}"})
     await done.wait()

@@ -284,14 +284,6 @@ def test_server_killed_with_a_full_window_many_times(
     _server_kill(tmp_path, session, procs, seed=seed)
 
 
-FIRST_SIGHT = pytest.mark.xfail(
-    strict=False,
-    reason="known gap (docs/distributed.md): a message that overtakes its sender's very first "
-           "refused messages starts that sender's lane at the receiver, so it is handed out "
-           "first (2 runs in 40 of the loop)")
-
-
-@FIRST_SIGHT
 def test_server_killed_while_the_inbox_is_full_keeps_order_per_sender(
     tmp_path: Path, session: str, procs: list[Peer]
 ) -> None:
@@ -299,7 +291,6 @@ def test_server_killed_while_the_inbox_is_full_keeps_order_per_sender(
 
 
 @slow
-@FIRST_SIGHT
 @pytest.mark.skipif(not SLOW, reason="slow tier: set VUDO_SLOW=1")
 @pytest.mark.parametrize("seed", range(8))
 def test_server_killed_while_the_inbox_is_full_many_times(

@@ -124,7 +124,8 @@ def test_restart_with_the_same_owner_resends_what_was_never_stored(
         subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
         for i, (to, ep) in enumerate([("sink", epoch), ("gone", gone_epoch), ("sink", epoch)]):
             lane = [1, 1, 2][i]  # lanes count per recipient
-            frame = encode("src", 0, 0.0, epoch_bytes(ep), b"journal1", lane, f"m{i}".encode())
+            frame = encode("src", 0, 0.0, epoch_bytes(ep), b"journal1", lane, lane,
+                           f"m{i}".encode())
             j.accept(Out(i + 1, to, subject, frame, ep, f"old{i}"))
         j.close()
         if racy_watch:  # the registry view must still be whole before the replay reads it

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,6 +24,12 @@ class Copy:
     sseq: int
     lane: int
     origin: bytes = b"A"
+    floor: int = 0  # 0: the frame says nothing below its own lane
+    sent_ms: float = 0.0
+
+    @property
+    def message(self) -> SimpleNamespace:
+        return SimpleNamespace(timestamp=self.sent_ms)
 
 
 def admit(lanes: Lanes[Copy], *copies: Copy, now: float = 0.0) -> list[tuple[int, int]]:
@@ -81,6 +88,32 @@ def test_the_first_message_of_a_sender_starts_its_lane() -> None:
     lanes: Lanes[Copy] = Lanes()  # a receiver restarted after messages 1..499 were finished
     assert admit(lanes, Copy(7, 500), Copy(8, 501)) == [(500, 7), (501, 8)]
     assert admit(lanes, Copy(9, 1, origin=b"B")) == [(1, 9)]  # lanes are per sender
+
+
+def test_a_first_message_sent_after_registration_waits_for_its_floor() -> None:
+    lanes: Lanes[Copy] = Lanes()  # 1-4 were refused by a full inbox; 5 found room first
+    ready, _ = lanes.admit(Copy(9, 5, floor=1, sent_ms=2000.0), 0.0, registered_ms=1000.0)
+    assert ready == []
+    assert admit(lanes, Copy(10, 1, floor=1), Copy(11, 2), Copy(12, 3)) == [
+        (1, 10), (2, 11), (3, 12)]
+    assert admit(lanes, Copy(13, 4)) == [(4, 13), (5, 9)]
+
+
+def test_a_first_message_sent_before_registration_starts_its_lane() -> None:
+    lanes: Lanes[Copy] = Lanes()  # an earlier run of the inbox may have finished 1-4
+    ready, _ = lanes.admit(Copy(9, 5, floor=1, sent_ms=500.0), 0.0, registered_ms=1000.0)
+    assert [c.lane for c in ready] == [5]
+
+
+def test_a_higher_floor_moves_the_lane_up_and_late_messages_still_come() -> None:
+    lanes: Lanes[Copy] = Lanes()
+    admit(lanes, Copy(1, 1))
+    assert admit(lanes, Copy(5, 4)) == []  # waits for 2 and 3
+    # The sender had 2-5 stored before it sent 6: 4 goes on, then 6.
+    assert admit(lanes, Copy(7, 6, floor=6)) == [(4, 5), (6, 7)]
+    assert admit(lanes, Copy(8, 3)) == [(3, 8)]  # late, never lost
+    assert lanes.admit(Copy(9, 4), 0.0)[0] == []  # a copy of one handed on
+    assert admit(lanes, Copy(10, 7, floor=7)) == [(7, 10)]
 
 
 def test_messages_dropped_from_the_queue_unread_are_let_in_again() -> None:
@@ -142,7 +175,7 @@ def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
         subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
 
         def frame(lane: int) -> bytes:
-            return encode("src", 0, 0.0, epoch, b"sender-1", lane, f"m{lane}".encode())
+            return encode("src", 0, 0.0, epoch, b"sender-1", lane, 1, f"m{lane}".encode())
 
         # What the stream holds after the kill: message 3's taken-back copy came back before
         # 2 (refused while the inbox was full) was stored, then 3 was re-sent under a new id.
@@ -174,7 +207,7 @@ def test_after_clear_a_sender_starts_a_fresh_lane(server: NatsServer, session: s
         subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
 
         def frame(lane: int) -> bytes:
-            return encode("src", 0, 0.0, epoch, b"sender-2", lane, f"m{lane}".encode())
+            return encode("src", 0, 0.0, epoch, b"sender-2", lane, lane, f"m{lane}".encode())
 
         _publish(server.url, subject, [(frame(1), "y1")])
         assert sink.wait_pending("sink", 10)
@@ -183,3 +216,30 @@ def test_after_clear_a_sender_starts_a_fresh_lane(server: NatsServer, session: s
         assert sink.wait_pending("sink", 5)  # not held back waiting for 2-4 (10 s)
         m = sink.recv("sink")
         assert m is not None and m.payload == b"m5"
+
+
+def test_a_message_that_overtook_its_senders_first_ones_waits_for_them(
+    server: NatsServer, session: str
+) -> None:
+    with NatsBroker(server.url, session=session) as sink:
+        sink.register("sink")
+        epoch = epoch_bytes(sink._registry["sink"].epoch)
+        subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
+        now = time.time() * 1000.0 + 1000.0  # sent after the inbox was registered
+
+        def frame(lane: int) -> bytes:
+            return encode("src", 0, now, epoch, b"sender-3", lane, 1, f"m{lane}".encode())
+
+        # A full inbox refused 1-3; 4 found room first, then 1-3 were stored in turn.
+        _publish(server.url, subject, [(frame(4), "z4"), (frame(1), "z1"), (frame(2), "z2"),
+                                       (frame(3), "z3")])
+        got = []
+        deadline = time.monotonic() + 5  # well inside the 10 s a gap may wait
+        while len(got) < 4:
+            assert time.monotonic() < deadline, f"got {got}"
+            m = sink.recv("sink")
+            if m is None:
+                sink.wait_pending("sink", 0.2)
+            else:
+                got.append(m.payload)
+        assert got == [b"m1", b"m2", b"m3", b"m4"]

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class Held:
     #: The sending broker's origin and the lane sequence from the frame (see ``_order``).
     origin: bytes = b""
     lane: int = 0
+    floor: int = 0
 
     @property
     def key(self) -> tuple[int, str]:
@@ -75,6 +77,8 @@ class Inbox:
     cleared_through: int = 0
     #: Order per sender: messages that arrived ahead of an earlier one wait here.
     lanes: Lanes[Held] = field(default_factory=Lanes)
+    #: When this process registered the name (ms since the epoch, as frames' send times).
+    registered_ms: float = field(default_factory=lambda: time.time() * 1000.0)
 
 
 @dataclass(eq=False, slots=True)
@@ -90,6 +94,25 @@ class Out:
     sent_at: float = 0.0
     attempts: int = 0
     deleting: bool = False  # its stored copy overtook a refused message and is being removed
+    lane: int = 0  # its lane sequence (0: replayed from an earlier run's journal)
+    confirmed: bool = False  # stored (or given up): no longer holds its lane's floor back
+
+
+class LaneOut:
+    """This broker's lane to one recipient and epoch: the last lane sequence it gave, and its
+    messages not yet confirmed (oldest first), whose first is the floor put in each frame."""
+
+    __slots__ = ("epoch", "last", "unconfirmed")
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch, self.last = epoch, 0
+        self.unconfirmed: deque[Out] = deque()
+
+    def floor(self, lane: int) -> int:
+        pending = self.unconfirmed
+        while pending and pending[0].confirmed:
+            pending.popleft()
+        return pending[0].lane if pending else lane
 
 
 class Core:

@@ -160,7 +160,7 @@ class Inboxes(FastAcks):
                     _log.warning("dropping a message that is not a vudo frame on %s",
                                  msg.subject)
                 elif inbox is None:
-                    held = Held(sseq, decoded[0], reply, key[1], decoded[2], decoded[3])
+                    held = Held(sseq, decoded[0], reply, key[1], *decoded[2:])
                     self._seen[key] = held
                     self._parked.setdefault(token, []).append((held, decoded[1]))
                 elif decoded[1] != inbox.epoch:
@@ -168,7 +168,7 @@ class Inboxes(FastAcks):
                 elif sseq <= inbox.cleared_through:
                     drop = True  # stored before clear(), delivered to us after it
                 else:
-                    held = Held(sseq, decoded[0], reply, key[1], decoded[2], decoded[3])
+                    held = Held(sseq, decoded[0], reply, key[1], *decoded[2:])
                     self._seen[key] = held
                     self._admit(inbox, held)
         if drop:
@@ -176,7 +176,7 @@ class Inboxes(FastAcks):
 
     def _admit(self, inbox: Inbox, held: Held) -> None:
         """Queue ``held`` in its sender's order (with the lock)."""
-        ready, superseded = inbox.lanes.admit(held, time.monotonic())
+        ready, superseded = inbox.lanes.admit(held, time.monotonic(), inbox.registered_ms)
         if superseded is not None:  # a second copy: finished without being handed out
             self._seen.pop(superseded.key, None)
             self._done[superseded.key] = None

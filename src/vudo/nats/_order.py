@@ -12,14 +12,16 @@ message that arrives ahead of a gap is held (it counts against the inbox in the 
 in ``pending``) until the gap fills, or for :data:`HOLD_LIMIT` seconds if it never does (a
 message the sender gave up on). A second copy of a message already handed on is dropped; of
 two copies held, the later stored one stays (the sender deletes the earlier). The first
-message seen from an origin starts its lane: a receiver restarted mid-stream does not wait
-for messages an earlier run finished. A lane costs a few integers, whatever its traffic.
+message seen from an origin starts its lane at the frame's floor (the sender's lowest lane
+sequence not yet stored when it accepted the message) if it was sent after the inbox was
+registered, else at itself: a receiver restarted mid-stream does not wait for messages an
+earlier run finished. A higher floor later moves the lane up. A lane costs a few integers.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class _Stored(Protocol):
@@ -29,6 +31,10 @@ class _Stored(Protocol):
     def origin(self) -> bytes: ...
     @property
     def lane(self) -> int: ...
+    @property
+    def floor(self) -> int: ...
+    @property
+    def message(self) -> Any: ...
 
 
 Held = TypeVar("Held", bound=_Stored)  # the inbox's Held: kept generic, _core imports this
@@ -87,35 +93,59 @@ class Lanes(Generic[Held]):
     def __init__(self) -> None:
         self._by_origin: OrderedDict[bytes, _Lane[Held]] = OrderedDict()
 
-    def admit(self, held: Held, now: float) -> tuple[list[Held], Held | None]:
-        """``(messages to queue now, in order; a superseded copy to acknowledge or None)``."""
+    def admit(self, held: Held, now: float,
+              registered_ms: float = 0.0) -> tuple[list[Held], Held | None]:
+        """``(messages to queue now, in order; a superseded copy to acknowledge or None)``.
+
+        ``registered_ms``: when the inbox was registered. A sender's first message seen here
+        starts its lane at the frame's floor if it was sent after that (the earlier messages
+        it waits for were stored after it was sent, so only this inbox can have had them),
+        else at itself (an earlier run of the inbox may have finished them)."""
         rseq = held.lane
         if not rseq:
             return [held], None  # a frame without a lane (an older sender)
+        floor = held.floor  # 0: the frame says nothing about earlier messages
         lane = self._by_origin.get(held.origin)
+        ready: list[Held] = []
         if lane is None:
             if len(self._by_origin) >= MAX_LANES:
                 idle = next((o for o, ln in self._by_origin.items() if not ln.held), None)
                 if idle is not None:
                     del self._by_origin[idle]
-            lane = self._by_origin[held.origin] = _Lane[Held](rseq)
+            sent_after = held.message.timestamp >= registered_ms
+            lane = _Lane[Held](floor if floor and sent_after else rseq)
+            self._by_origin[held.origin] = lane
         else:
             self._by_origin.move_to_end(held.origin)
+            if floor - 1 > lane.hi:
+                # The sender had seen everything below the floor stored before it sent this
+                # one: what of it is not here came earlier (stream order) or was finished by
+                # an earlier run. Hand on what waits below it and move the lane up.
+                prev = lane.hi
+                for k in sorted(k for k in lane.held if k < floor):
+                    ready.append(lane.held.pop(k)[0])
+                    if k > prev + 1:
+                        lane.gaps.append([prev + 1, k - 1])  # should one still come: late
+                    prev = k
+                if floor - 1 > prev:
+                    lane.gaps.append([prev + 1, floor - 1])
+                lane.hi = floor - 1
+                lane.release(ready)
         if rseq <= lane.hi:
-            return ([held], None) if lane.late(rseq) else ([], held)
+            return ([*ready, held], None) if lane.late(rseq) else (ready, held)
         if rseq in lane.passed:
-            return [], held  # a second copy of one handed on
+            return ready, held  # a second copy of one handed on
         other = lane.held.get(rseq)
         if other is not None:
             if other[0].sseq >= held.sseq:
-                return [], held
+                return ready, held
             lane.held[rseq] = (held, other[1])
-            return [], other[0]
+            return ready, other[0]
         if rseq != lane.hi + 1:
             lane.held[rseq] = (held, now)
-            return [], None
+            return ready, None
         lane.hi = rseq
-        ready = [held]
+        ready.append(held)
         lane.release(ready)
         return ready, None
 

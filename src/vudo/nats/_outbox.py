@@ -18,7 +18,7 @@ from typing import Any
 
 from ..abi import ResultCode
 from ._claims import epoch_bytes
-from ._core import SENT_MEMORY, Claim, Out
+from ._core import SENT_MEMORY, Claim, LaneOut, Out
 from ._journal import Journaled
 from ._wire import HEAD_SIZE, encode, name_token
 
@@ -63,7 +63,7 @@ class Outbox(Journaled):
     _sent_seqs: dict[str, deque[tuple[int, str]]]
     _taken_back: deque[tuple[float, int, str]]
     _origin: bytes
-    _lanes_out: dict[str, tuple[str, int]]
+    _lanes_out: dict[str, LaneOut]
 
     def post(self, from_: str, to: str, payload: bytes, channel: int = 0) -> ResultCode:
         """Queue a message for ``to`` without waiting for the network.
@@ -94,12 +94,16 @@ class Outbox(Journaled):
                                self.outbox_size, from_, to)
                 return ResultCode.ERROR
             # The lane sequence is taken under the lock: it counts accepted messages in order.
-            last = self._lanes_out.get(to)
-            lane = last[1] + 1 if last is not None and last[0] == claim.epoch else 1
+            state = self._lanes_out.get(to)
+            if state is None or state.epoch != claim.epoch:
+                state = LaneOut(claim.epoch)
+            lane = state.last + 1
+            floor = state.floor(lane)
             frame = encode(from_, channel, now, epoch_bytes(claim.epoch), self._origin, lane,
-                           data)
+                           floor, data)
             seq = self._out_seq + 1
-            item = Out(seq, to, subject, frame, claim.epoch, f"{self._instance}{seq:x}")
+            item = Out(seq, to, subject, frame, claim.epoch, f"{self._instance}{seq:x}",
+                       lane=lane)
             if self._journal is not None:
                 try:
                     self._journal.accept(item)  # before OK: a kill now cannot lose it
@@ -107,7 +111,9 @@ class Outbox(Journaled):
                     _log.error("cannot write the outbox journal %s: %r", self._journal.path, e)
                     return ResultCode.ERROR
             self._out_seq = seq
-            self._lanes_out[to] = (claim.epoch, lane)
+            state.last = lane
+            state.unconfirmed.append(item)
+            self._lanes_out[to] = state
             self._outbox.append(item)
             wake = not self._wake_scheduled
             self._wake_scheduled = True
@@ -286,7 +292,7 @@ class Outbox(Journaled):
                 return
             if error is None:
                 del self._inflight[seq]
-                self._journal_done(seq)
+                self._finalized(item)
                 self.sent += 1
                 if blocked and blocked[0] is item:
                     blocked.pop(0)
@@ -316,7 +322,7 @@ class Outbox(Journaled):
                     self._loop.call_later(_FULL_RETRY, self._send_head, item.to)
                 elif error.get("code") != 503 and item.attempts >= 5:
                     del self._inflight[seq]
-                    self._journal_done(seq)
+                    self._finalized(item)
                     self.failed += 1
                     _log.error("JetStream refused a message to %s: %s", item.subject,
                                description)
@@ -326,6 +332,14 @@ class Outbox(Journaled):
                 self._changed.notify_all()
         if wake and self._wake is not None:
             self._wake.set()
+
+    def _finalized(self, item: Out) -> None:
+        """``item`` is stored (or given up on) for good (with the lock)."""
+        self._journal_done(item.seq)
+        item.confirmed = True
+        state = self._lanes_out.get(item.to)
+        if state is not None:
+            state.floor(0)  # drops confirmed messages from the front
 
     def _block(self, item: Out) -> None:
         """Queue ``item`` behind the refused messages to its recipient (with the lock)."""
@@ -376,7 +390,7 @@ class Outbox(Journaled):
                 if item in lst:
                     lst.remove(item)
                 self._inflight.pop(item.seq, None)
-                self._journal_done(item.seq)
+                self._finalized(item)
                 self.sent += 1
                 head = bool(lst)
                 if not lst:

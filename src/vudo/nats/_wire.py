@@ -4,11 +4,13 @@ A message is stored on subject ``vudo.<session>.in.<owner token>.<name token>`` 
 header (``Nats-Msg-Id``, for JetStream's duplicate filter) and this payload::
 
     [u8 version=2][u8 flags][u16 sender length][u32 channel][f64 ms since the epoch]
-    [8-byte claim epoch][8-byte origin][u64 lane sequence][sender, UTF-8][payload]
+    [8-byte claim epoch][8-byte origin][u64 lane sequence][u64 lane floor][sender][payload]
 
 The subject carries the recipient, the frame the rest, so nothing else needs a header. The
 origin names the sending broker instance and the lane sequence counts its messages to one
-name and epoch (1, 2, ...), so a receiver keeps order per sender itself (``_order``).
+name and epoch (1, 2, ...), and the floor is the lowest lane sequence the sender had not
+seen stored when it accepted the message, so a receiver keeps order per sender itself
+(``_order``).
 Version-1 frames (no origin, no lane) are still read.
 """
 
@@ -24,7 +26,7 @@ from .._host import Message
 _SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "-")
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-_HEAD = struct.Struct("<BBHId8s8sQ")
+_HEAD = struct.Struct("<BBHId8s8sQQ")
 HEAD_SIZE = _HEAD.size
 _HEAD1 = struct.Struct("<BBHId8s")
 _VERSION = 2
@@ -65,24 +67,24 @@ def _sender(name: str) -> bytes:
 
 
 def encode(from_: str, channel: int, timestamp: float, epoch: bytes, origin: bytes, lane: int,
-           payload: bytes) -> bytes:
+           floor: int, payload: bytes) -> bytes:
     """The stored payload of one message (see the module docstring)."""
     sender = _sender(from_)
     return b"".join(
         (_HEAD.pack(_VERSION, 0, len(sender), channel & 0xFFFFFFFF, timestamp, epoch, origin,
-                    lane), sender, payload)
+                    lane, floor), sender, payload)
     )
 
 
-def decode(data: bytes, to: str) -> tuple[Message, bytes, bytes, int] | None:
-    """``(message, epoch, origin, lane sequence)`` from a stored payload, or ``None`` if it is
-    not a vudo frame (``origin`` is empty and the lane 0 in a version-1 frame)."""
+def decode(data: bytes, to: str) -> tuple[Message, bytes, bytes, int, int] | None:
+    """``(message, epoch, origin, lane sequence, lane floor)`` from a stored payload, or
+    ``None`` if it is not a vudo frame (origin empty, lane and floor 0 in a version-1 frame)."""
     if len(data) >= HEAD_SIZE and data[0] == _VERSION:
-        _, _, slen, channel, ts, epoch, origin, lane = _HEAD.unpack_from(data)
+        _, _, slen, channel, ts, epoch, origin, lane, floor = _HEAD.unpack_from(data)
         start = HEAD_SIZE
     elif len(data) >= _HEAD1.size and data[0] == 1:
         _, _, slen, channel, ts, epoch = _HEAD1.unpack_from(data)
-        origin, lane, start = b"", 0, _HEAD1.size
+        origin, lane, floor, start = b"", 0, 0, _HEAD1.size
     else:
         return None
     end = start + slen
@@ -92,7 +94,8 @@ def decode(data: bytes, to: str) -> tuple[Message, bytes, bytes, int] | None:
         sender = data[start:end].decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return _new_tuple(Message, (sender, to, channel, bytes(data[end:]), ts)), epoch, origin, lane
+    message = _new_tuple(Message, (sender, to, channel, bytes(data[end:]), ts))
+    return message, epoch, origin, lane, floor
 
 
 def ack_stream_seq(reply: str) -> int:
