@@ -5,8 +5,10 @@ of the one it overtook)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -166,13 +168,32 @@ def _publish(url: str, subject: str, frames: list[tuple[bytes, str]]) -> None:
     asyncio.run(run())
 
 
-def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
-    server: NatsServer, session: str
-) -> None:
+@contextlib.contextmanager
+def _sink(server: NatsServer, session: str) -> Iterator[tuple[NatsBroker, bytes, str]]:
+    """A broker holding "sink", its claim epoch and the subject its messages are stored on."""
     with NatsBroker(server.url, session=session) as sink:
         sink.register("sink")
         epoch = epoch_bytes(sink._registry["sink"].epoch)
-        subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
+        yield sink, epoch, f"vudo.{session}.in.{name_token(sink.owner)}.sink"
+
+
+def _receive(sink: NatsBroker, n: int, timeout: float) -> list[bytes]:
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        assert time.monotonic() < deadline, f"got {got}"
+        m = sink.recv("sink")
+        if m is None:
+            sink.wait_pending("sink", 0.2)
+        else:
+            got.append(m.payload)
+    return got
+
+
+def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
+    server: NatsServer, session: str
+) -> None:
+    with _sink(server, session) as (sink, epoch, subject):
 
         def frame(lane: int) -> bytes:
             return encode("src", 0, 0.0, epoch, b"sender-1", lane, 1, f"m{lane}".encode())
@@ -181,16 +202,7 @@ def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
         # 2 (refused while the inbox was full) was stored, then 3 was re-sent under a new id.
         _publish(server.url, subject, [(frame(1), "x1"), (frame(3), "x3"), (frame(2), "x2"),
                                        (frame(3), "x3r1")])
-        got = []
-        deadline = time.monotonic() + 10
-        while len(got) < 3:
-            assert time.monotonic() < deadline, f"got {got}"
-            m = sink.recv("sink")
-            if m is None:
-                sink.wait_pending("sink", 0.2)
-            else:
-                got.append(m.payload)
-        assert got == [b"m1", b"m2", b"m3"]
+        assert _receive(sink, 3, 10) == [b"m1", b"m2", b"m3"]
         assert sink.done("sink")
         assert sink.wait_pending("sink", 0.5) is False  # the second copy is not handed out
         assert sink.pending("sink") == 0
@@ -201,10 +213,7 @@ def test_a_copy_brought_back_ahead_of_the_message_it_overtook_waits_for_it(
 
 
 def test_after_clear_a_sender_starts_a_fresh_lane(server: NatsServer, session: str) -> None:
-    with NatsBroker(server.url, session=session) as sink:
-        sink.register("sink")
-        epoch = epoch_bytes(sink._registry["sink"].epoch)
-        subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
+    with _sink(server, session) as (sink, epoch, subject):
 
         def frame(lane: int) -> bytes:
             return encode("src", 0, 0.0, epoch, b"sender-2", lane, lane, f"m{lane}".encode())
@@ -221,10 +230,7 @@ def test_after_clear_a_sender_starts_a_fresh_lane(server: NatsServer, session: s
 def test_a_message_that_overtook_its_senders_first_ones_waits_for_them(
     server: NatsServer, session: str
 ) -> None:
-    with NatsBroker(server.url, session=session) as sink:
-        sink.register("sink")
-        epoch = epoch_bytes(sink._registry["sink"].epoch)
-        subject = f"vudo.{session}.in.{name_token(sink.owner)}.sink"
+    with _sink(server, session) as (sink, epoch, subject):
         now = time.time() * 1000.0 + 1000.0  # sent after the inbox was registered
 
         def frame(lane: int) -> bytes:
@@ -233,13 +239,5 @@ def test_a_message_that_overtook_its_senders_first_ones_waits_for_them(
         # A full inbox refused 1-3; 4 found room first, then 1-3 were stored in turn.
         _publish(server.url, subject, [(frame(4), "z4"), (frame(1), "z1"), (frame(2), "z2"),
                                        (frame(3), "z3")])
-        got = []
-        deadline = time.monotonic() + 5  # well inside the 10 s a gap may wait
-        while len(got) < 4:
-            assert time.monotonic() < deadline, f"got {got}"
-            m = sink.recv("sink")
-            if m is None:
-                sink.wait_pending("sink", 0.2)
-            else:
-                got.append(m.payload)
-        assert got == [b"m1", b"m2", b"m3", b"m4"]
+        # Well inside the 10 s a gap may wait.
+        assert _receive(sink, 4, 5) == [b"m1", b"m2", b"m3", b"m4"]
