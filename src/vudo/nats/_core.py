@@ -108,11 +108,16 @@ class LaneOut:
         self.epoch, self.last = epoch, 0
         self.unconfirmed: deque[Out] = deque()
 
-    def floor(self, lane: int) -> int:
+    def trim(self) -> None:
+        """Drop the confirmed messages from the front."""
         pending = self.unconfirmed
         while pending and pending[0].confirmed:
             pending.popleft()
-        return pending[0].lane if pending else lane
+
+    def floor(self, lane: int) -> int:
+        """The floor for a message given lane sequence ``lane``."""
+        self.trim()
+        return self.unconfirmed[0].lane if self.unconfirmed else lane
 
 
 class Core:

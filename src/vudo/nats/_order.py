@@ -72,6 +72,21 @@ class _Lane(Generic[Held]):
                 return True
         return False
 
+    def skip_to(self, hi: int, ready: list[Held]) -> None:
+        """Move the lane up to ``hi``: hand on what waits at or below it in order, remember the
+        sequences never seen as gaps (should one still come, it is late, not a copy), then
+        release what follows without a gap."""
+        prev = self.hi
+        for k in sorted(k for k in self.held if k <= hi):
+            ready.append(self.held.pop(k)[0])
+            if k > prev + 1:
+                self.gaps.append([prev + 1, k - 1])
+            prev = k
+        if hi > prev:
+            self.gaps.append([prev + 1, hi])
+        self.hi = hi
+        self.release(ready)
+
     def release(self, ready: list[Held]) -> None:
         """Hand on the held messages that follow ``hi`` without a gap."""
         while True:
@@ -121,16 +136,7 @@ class Lanes(Generic[Held]):
                 # The sender had seen everything below the floor stored before it sent this
                 # one: what of it is not here came earlier (stream order) or was finished by
                 # an earlier run. Hand on what waits below it and move the lane up.
-                prev = lane.hi
-                for k in sorted(k for k in lane.held if k < floor):
-                    ready.append(lane.held.pop(k)[0])
-                    if k > prev + 1:
-                        lane.gaps.append([prev + 1, k - 1])  # should one still come: late
-                    prev = k
-                if floor - 1 > prev:
-                    lane.gaps.append([prev + 1, floor - 1])
-                lane.hi = floor - 1
-                lane.release(ready)
+                lane.skip_to(floor - 1, ready)
         if rseq <= lane.hi:
             return ([*ready, held], None) if lane.late(rseq) else (ready, held)
         if rseq in lane.passed:
@@ -159,9 +165,7 @@ class Lanes(Generic[Held]):
                 continue
             first = min(lane.held)
             skipped.append((lane.hi + 1, first - 1))
-            lane.gaps.append([lane.hi + 1, first - 1])
-            lane.hi = first - 1
-            lane.release(ready)
+            lane.skip_to(first - 1, ready)
         return ready, skipped
 
     def rewind(self, queued: list[Held], taken: list[Held]) -> None:

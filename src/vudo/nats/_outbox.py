@@ -339,7 +339,7 @@ class Outbox(Journaled):
         item.confirmed = True
         state = self._lanes_out.get(item.to)
         if state is not None:
-            state.floor(0)  # drops confirmed messages from the front
+            state.trim()
 
     def _block(self, item: Out) -> None:
         """Queue ``item`` behind the refused messages to its recipient (with the lock)."""
